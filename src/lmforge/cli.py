@@ -1,0 +1,103 @@
+"""The `lmforge` command: parse the stage's typed config, then call one stage function.
+
+    lmforge pretrain configs/tiny.yaml --optim.lr 3e-4
+    lmforge tokenizer train --input data/corpus --vocab_size 8192
+    lmforge generate runs/tiny/model --prompt "Once upon"
+
+Each stage is registered below as (module, config class, function, positional fields).
+Leading `*.yaml` arguments are recipes; other leading positionals fill the listed fields
+(e.g. `lmforge convert SRC DST`); `--dotted.key value` overrides any field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+import typing
+
+from lmforge.config import ConfigError, field_comments, load_config
+
+# command -> (module, config class, stage function, positional field names, one-line help)
+STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
+    "curate": ("lmforge.stages.curate", "CurateConfig", "curate", (),
+               "raw web pages (WARC/HTML/JSONL) -> clean, deduplicated documents"),
+    "tokenizer train": ("lmforge.stages.tokenizer", "TokenizerTrainConfig", "train_tokenizer",
+                        (), "train a byte-level BPE tokenizer with chat tokens"),
+    "tokenize": ("lmforge.stages.tokenize", "TokenizeConfig", "tokenize", (),
+                 "documents -> memory-mapped token shards (train/val)"),
+    "pretrain": ("lmforge.stages.pretrain", "PretrainConfig", "pretrain", (),
+                 "pretrain a base model on token shards"),
+    "generate": ("lmforge.stages.generate", "GenerateConfig", "generate", ("model",),
+                 "sample from a model (KV cache, streaming)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command, rest = _match_command(argv)
+    if command is None:
+        _print_usage()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module_name, config_name, func_name, positional, _ = STAGES[command]
+    module = importlib.import_module(module_name)
+    config_cls = getattr(module, config_name)
+    if "-h" in rest or "--help" in rest:
+        _print_config_help(command, config_cls)
+        return 0
+    try:
+        cfg = load_config(config_cls, _positionals_to_overrides(rest, positional))
+    except ConfigError as e:
+        print(f"lmforge {command}: {e}", file=sys.stderr)
+        return 2
+    getattr(module, func_name)(cfg)
+    return 0
+
+
+def _match_command(argv: list[str]) -> tuple[str | None, list[str]]:
+    for words in (2, 1):
+        name = " ".join(argv[:words])
+        if len(argv) >= words and name in STAGES:
+            return name, argv[words:]
+    return None, argv
+
+
+def _positionals_to_overrides(args: list[str], positional: tuple[str, ...]) -> list[str]:
+    """Turn leading positionals (other than YAML recipes) into `--field value` pairs."""
+    recipes, overrides, names = [], [], list(positional)
+    i = 0
+    while i < len(args) and not args[i].startswith("--"):
+        if args[i].endswith((".yaml", ".yml")):
+            recipes.append(args[i])
+        elif names:
+            overrides += [f"--{names.pop(0)}", args[i]]
+        else:
+            raise ConfigError(f"unexpected argument {args[i]!r}")
+        i += 1
+    return recipes + overrides + args[i:]
+
+
+def _print_usage() -> None:
+    print("usage: lmforge COMMAND [recipe.yaml ...] [--key value ...]\n\ncommands:")
+    for name, (*_, help_text) in STAGES.items():
+        print(f"  {name:18s} {help_text}")
+    print("\n`lmforge COMMAND --help` lists the command's config fields.")
+
+
+def _print_config_help(command: str, cls: type, prefix: str = "") -> None:
+    if not prefix:
+        print(f"usage: lmforge {command} [recipe.yaml ...] [--key value ...]\n\nfields:")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            _print_config_help(command, hint, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+        doc = field_comments(cls).get(f.name, "")
+        print(f"  --{prefix}{f.name:28s} {default!r:>14}  {doc}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""Validation loss and bits per byte.
+
+    token_bytes = token_byte_lengths(tokenizer)           # (V,) UTF-8 bytes per token
+    metrics = evaluate_loss(model, batches, token_bytes, runtime)
+
+Bits per byte divides the summed cross-entropy (in bits) by the number of UTF-8 bytes the
+target tokens stand for, so models with different tokenizers compare fairly (special
+tokens count zero bytes and are left out of both sums).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.train.objectives.lm import IGNORE_INDEX
+
+
+def token_byte_lengths(tokenizer, vocab_size: int) -> torch.Tensor:
+    """UTF-8 byte count of each token id; 0 for special tokens and unused rows."""
+    lengths = torch.zeros(vocab_size, dtype=torch.long)
+    for i in range(min(vocab_size, tokenizer.vocab_size)):
+        if i not in tokenizer.special_ids:
+            lengths[i] = len(tokenizer.decode([i]).encode("utf-8"))
+    return lengths
+
+
+@torch.no_grad()
+def evaluate_loss(model, batches: Iterable[dict], token_bytes: torch.Tensor, runtime) -> dict:
+    """Mean loss over every scored token; bits per byte over the tokens that carry bytes."""
+    model.eval()
+    token_bytes = token_bytes.to(runtime.device)
+    all_nats, byte_nats, tokens, nbytes = 0.0, 0.0, 0, 0
+    for batch in batches:
+        x, y = batch["input_ids"].to(runtime.device), batch["labels"].to(runtime.device).flatten()
+        with runtime.autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y, ignore_index=IGNORE_INDEX,
+                               reduction="none")
+        target_bytes = token_bytes[y.clamp(min=0)] * (y != IGNORE_INDEX)
+        all_nats += float(loss.sum())
+        byte_nats += float(loss[target_bytes > 0].sum())
+        tokens += int((y != IGNORE_INDEX).sum())
+        nbytes += int(target_bytes.sum())
+    if tokens == 0:
+        raise ValueError("validation set is empty: no batches, or every label is ignored")
+    return {"val/loss": all_nats / tokens, "val/bpb": byte_nats / math.log(2) / max(1, nbytes),
+            "val/tokens": tokens}

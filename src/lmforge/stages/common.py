@@ -1,0 +1,39 @@
+"""Pieces every training stage shares: how a model is checkpointed, which tokens stop it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lmforge.model.hub import read_safetensors, save_model
+from lmforge.train.loop import Checkpointing
+
+# End-of-document and end-of-turn tokens across our tokenizer and common imported ones.
+STOP_TOKENS = ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>")
+
+
+def stop_ids(tok) -> list[int]:
+    ids = {tok.token_to_id(t) for t in STOP_TOKENS}
+    if tok.eos_id is not None:
+        ids.add(tok.eos_id)
+    return sorted(i for i in ids if i is not None)
+
+
+def export_model(model, tok, out_dir: Path) -> None:
+    """A complete HF model directory: weights, config, generation config, tokenizer."""
+    save_model(model, out_dir, bos_token_id=tok.bos_id, eos_token_ids=stop_ids(tok),
+               pad_token_id=tok.pad_id)
+    tok.save(out_dir)
+
+
+def model_checkpointing(model, tok, path: Path) -> Checkpointing:
+    def restore(src: Path) -> None:
+        state = read_safetensors(Path(src))
+        if model.config.tie_word_embeddings:  # HF files omit the tied head
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        with torch.no_grad():
+            model.load_state_dict(state)
+
+    return Checkpointing(path=Path(path), save_model=lambda d: export_model(model, tok, d),
+                         load_model=restore)

@@ -1,0 +1,55 @@
+"""`lmforge generate MODEL --prompt TEXT`: sample continuations, streamed to the terminal.
+
+    lmforge generate runs/demo/pretrain/model --prompt "Call me" --max_new_tokens 64
+    lmforge generate runs/demo/pretrain/model --prompt "One" "Two" --temperature 0
+
+Several prompts decode together as one batch through the KV-cache engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from lmforge.infer.engine import Sampling, generate as generate_tokens
+from lmforge.model.hub import load_model
+from lmforge.runtime import Runtime
+from lmforge.stages.common import stop_ids
+from lmforge.tokenizer import StreamDecoder, Tokenizer
+
+
+@dataclass
+class GenerateConfig:
+    model: str = ""  # model directory (HF format)
+    prompt: list[str] = field(default_factory=lambda: [""])  # one or more prompts
+    max_new_tokens: int = 128
+    temperature: float = 0.8  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 0.95  # 1 = off
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"  # weights dtype for inference: float32 | bfloat16
+
+
+def generate(cfg: GenerateConfig) -> list[str]:
+    rt = Runtime.setup(cfg.device, "float32", cfg.seed)
+    model = load_model(cfg.model, rt.device, getattr(torch, cfg.dtype)).eval()
+    tok = Tokenizer.from_dir(cfg.model)
+    bos = [tok.bos_id] if tok.bos_id is not None else []
+    prompts = [bos + tok.encode(p) for p in cfg.prompt]
+    sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+    streaming = len(prompts) == 1
+    decoder = StreamDecoder(tok)
+    if streaming:
+        print(cfg.prompt[0], end="", flush=True)
+    on_token = (lambda row, t: print(decoder.feed(t), end="", flush=True)) if streaming else None
+    out = generate_tokens(model, prompts, cfg.max_new_tokens, sampling, stop_ids=set(stop_ids(tok)),
+                          seed=cfg.seed, pad_id=tok.pad_id or 0, on_token=on_token)
+    texts = [p + tok.decode(t, skip_special=True) for p, t in zip(cfg.prompt, out.tokens)]
+    if streaming:
+        print(decoder.flush(), flush=True)
+    else:
+        for i, text in enumerate(texts):
+            print(f"[{i}] {text}\n")
+    return texts

@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from lmforge.model.transformer import ModelConfig, Transformer
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    base = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                max_position_embeddings=128)
+    base.update(overrides)
+    return ModelConfig(**base)
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return Transformer(tiny_config())
+
+
+class ToyBatches:
+    """A resumable batch source of random token windows (stands in for a data loader)."""
+
+    def __init__(self, vocab=128, batch_size=4, seq_len=16, seed=0):
+        self.vocab, self.batch_size, self.seq_len, self.seed, self.position = (
+            vocab, batch_size, seq_len, seed, 0)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.position)
+        self.position += 1
+        # A learnable pattern: each sequence counts upward from a random start.
+        start = torch.randint(0, self.vocab, (self.batch_size, 1), generator=g)
+        seq = (start + torch.arange(self.seq_len + 1)) % self.vocab
+        return {"input_ids": seq[:, :-1], "labels": seq[:, 1:]}
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
