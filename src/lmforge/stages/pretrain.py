@@ -92,12 +92,13 @@ def pretrain(cfg: PretrainConfig):
     run_dir = Path(cfg.run_dir)
     train_shards = TokenShards(cfg.data.shards, "train")
     val_shards = TokenShards(cfg.data.shards, "val")
-    tok = Tokenizer.from_dir(cfg.tokenizer or train_shards.index["tokenizer"])
+    # `lmforge tokenize` keeps a copy of its tokenizer beside the shards.
+    tok = Tokenizer.from_dir(cfg.tokenizer or train_shards.directory / train_shards.index["tokenizer"]["copy"])
     apply_depth_preset(cfg, tok.vocab_size)
     model = load_model(cfg.init_from) if cfg.init_from else Transformer(cfg.model)
     cfg.model = model.config
     model.to(rt.device)
-    record_run(run_dir, cfg, rt, data_files=train_shards.files)
+    record_run(run_dir, cfg, rt, data_files=[train_shards.directory / "index.json"])
     rt.print(f"model: {model.num_params() / 1e6:.2f}M parameters "
              f"({cfg.model.num_hidden_layers} layers × {cfg.model.hidden_size}, "
              f"{cfg.model.num_attention_heads} heads), lr {cfg.optim.lr:.2e}, "

@@ -1,0 +1,95 @@
+"""Decoding throughput of lmforge's KV-cache engine, beside transformers' `generate`.
+
+    python bench/generate.py --depth 20 --batch_sizes 1 64        # the issue's GPU shape
+    python bench/generate.py --depth 4 --vocab 8192 --batch_sizes 1 8 --new_tokens 64  # CPU
+
+Random weights, 128-token random prompts, greedy decoding with no early stop, so every
+row produces exactly --new_tokens tokens. Also checks that the engine's greedy output
+equals decoding by repeated full forward passes (no cache) on a short run.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from lmforge.infer.engine import Sampling, generate
+from lmforge.model.transformer import Transformer
+from lmforge.runtime import Runtime
+from lmforge.stages.pretrain import PretrainConfig, apply_depth_preset
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def greedy_matches_no_cache(model, vocab: int, device, steps: int = 16) -> bool:
+    prompt = torch.randint(0, vocab, (1, 32), generator=torch.Generator().manual_seed(1)).tolist()
+    fast = generate(model, prompt, steps, Sampling(temperature=0)).tokens[0]
+    seq = list(prompt[0])
+    with torch.no_grad():
+        for _ in range(steps):
+            seq.append(int(model(torch.tensor([seq], device=device))[0, -1].argmax()))
+    return fast == seq[32:]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--depth", type=int, default=20)
+    p.add_argument("--vocab", type=int, default=32768)
+    p.add_argument("--prompt_tokens", type=int, default=128)
+    p.add_argument("--new_tokens", type=int, default=256)
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--dtype", default="auto", help="weights dtype: auto = bf16 on GPU, fp32 on CPU")
+    p.add_argument("--compare", choices=["transformers", "none"], default="transformers")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+
+    rt = Runtime.setup(args.device, args.dtype, seed=0)
+    cfg = PretrainConfig(depth=args.depth)
+    apply_depth_preset(cfg, args.vocab)
+    model = Transformer(cfg.model).to(rt.device).eval()
+    hf = _hf_twin(model).to(rt.dtype) if args.compare == "transformers" else None
+    model.to(rt.dtype)
+    results = {"bench": "generate", "depth": args.depth, "prompt_tokens": args.prompt_tokens,
+               "new_tokens": args.new_tokens, **rt.describe(),
+               "greedy_equals_no_cache": greedy_matches_no_cache(model, args.vocab, rt.device)}
+    for bs in args.batch_sizes:
+        prompts = torch.randint(0, args.vocab, (bs, args.prompt_tokens)).tolist()
+        run = lambda: generate(model, prompts, args.new_tokens, Sampling(temperature=0))  # noqa: E731
+        run()  # warm-up (allocator, kernels)
+        seconds = timed(run, rt.device)
+        results[f"lmforge_tokens_per_s_b{bs}"] = round(bs * args.new_tokens / seconds, 1)
+        if hf is not None:
+            ids = torch.tensor(prompts, device=rt.device)
+            gen = lambda: hf.generate(ids, max_new_tokens=args.new_tokens,  # noqa: E731
+                                      min_new_tokens=args.new_tokens, do_sample=False)
+            gen()
+            results[f"transformers_tokens_per_s_b{bs}"] = round(bs * args.new_tokens / timed(gen, rt.device), 1)
+    print(json.dumps(results))
+
+
+def _hf_twin(model):
+    """transformers' LlamaForCausalLM with the same weights."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.model.hub import save_model
+
+    with tempfile.TemporaryDirectory() as d:
+        save_model(model, d)
+        twin = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    return twin.to(next(model.parameters()).device).eval()
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole lmforge pipeline on the embedded default: raw web pages -> chat model, on CPU.
+# Each line is one stage; every stage writes its outputs (and a report) under runs/demo/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/demo}
+start=$(date +%s)
+stage() { printf '\n\033[1m== %s (%ss elapsed)\033[0m\n' "$1" "$(( $(date +%s) - start ))"; }
+
+stage "1. curate: bundled WARC of real web pages -> clean, deduplicated documents"
+lmforge curate --input data/web/sample.warc.gz --output "$OUT/curated"
+
+stage "2. tokenizer: byte-level BPE with chat tokens, on the bundled corpus + curated pages"
+lmforge tokenizer train --input data/corpus "$OUT/curated" --output "$OUT/tokenizer" --vocab_size 8192
+
+stage "3. tokenize: documents -> memory-mapped token shards (train/val)"
+lmforge tokenize --input data/corpus "$OUT/curated" --tokenizer "$OUT/tokenizer" --output "$OUT/shards"
+
+stage "4. pretrain: a ~5M-parameter base model (samples are printed before and after)"
+lmforge pretrain configs/tiny.yaml --run_dir "$OUT/pretrain" --data.shards "$OUT/shards"
+
+stage "5. sample from the base model"
+lmforge generate "$OUT/pretrain/model" --prompt "Call me Ishmael." --max_new_tokens 48
+
+stage "done"
+echo "Reports: $OUT/*/report.md    Models (Hugging Face format): $OUT/*/model"
