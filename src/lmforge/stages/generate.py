@@ -16,7 +16,7 @@ from lmforge.infer.engine import Sampling, generate as generate_tokens
 from lmforge.model.hub import load_model
 from lmforge.runtime import Runtime
 from lmforge.stages.common import stop_ids
-from lmforge.tokenizer import StreamDecoder, Tokenizer
+from lmforge.tokenizer import Tokenizer
 
 
 @dataclass
@@ -40,10 +40,10 @@ def generate(cfg: GenerateConfig) -> list[str]:
     prompts = [bos + tok.encode(p) for p in cfg.prompt]
     sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
     streaming = len(prompts) == 1
-    decoder = StreamDecoder(tok)
+    decoder = tok.stream_decoder(skip_special=True)
     if streaming:
         print(cfg.prompt[0], end="", flush=True)
-    on_token = (lambda row, t: print(decoder.feed(t), end="", flush=True)) if streaming else None
+    on_token = (lambda row, t: print(decoder.feed([t]), end="", flush=True)) if streaming else None
     out = generate_tokens(model, prompts, cfg.max_new_tokens, sampling, stop_ids=set(stop_ids(tok)),
                           seed=cfg.seed, pad_id=tok.pad_id or 0, on_token=on_token)
     texts = [p + tok.decode(t, skip_special=True) for p, t in zip(cfg.prompt, out.tokens)]
