@@ -85,3 +85,11 @@ def test_top_k_one_is_greedy(tiny_model):
     top1 = generate(model, [[1, 2, 3]], 8, Sampling(temperature=1.5, top_k=1), seed=0)
     nucleus = generate(model, [[1, 2, 3]], 8, Sampling(temperature=1.0, top_p=1e-6), seed=0)
     assert greedy.tokens == top1.tokens == nucleus.tokens
+
+
+@pytest.mark.slow
+def test_compiles_without_graph_breaks_and_matches_eager(tiny_model):
+    """fullgraph=True fails on any graph break in the training forward pass."""
+    compiled = torch.compile(tiny_model, fullgraph=True)
+    x = torch.randint(0, 128, (2, 16))
+    torch.testing.assert_close(compiled(x), tiny_model(x), atol=1e-5, rtol=1e-5)
