@@ -45,8 +45,8 @@ def write_report(run_dir: Path, title: str, lines: list[str],
     run_dir = Path(run_dir)
     body = [f"# {title}", "", *lines, ""]
     for name, draw in (plots or {}).items():
-        if _plot(run_dir / name, draw):
-            body += [f"![{name}]({name})", ""]
+        _plot(run_dir / name, draw)
+        body += [f"![{name}]({name})", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(body))
     return path
@@ -63,20 +63,17 @@ def plot_series(series: dict[str, tuple[list, list]], xlabel: str, ylabel: str) 
     return draw
 
 
-def _plot(path: Path, draw: Callable) -> bool:
-    try:
-        import matplotlib
+def _plot(path: Path, draw: Callable) -> None:
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plots are optional; the markdown report is not
-        return False
+    matplotlib.use("Agg")  # files only; never a display
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     draw(ax)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return True
 
 
 def _version(name: str) -> str | None:
