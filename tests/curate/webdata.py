@@ -1,6 +1,8 @@
-"""Test helpers: tiny HTML pages and WARC files written with warcio."""
+"""Test helpers: tiny HTML pages, WARC files written with warcio, planted near-duplicates
+(also used by bench/curate.py to build a dedup set with known ground truth)."""
 
 import io
+import re
 from pathlib import Path
 
 from warcio.statusandheaders import StatusAndHeaders
@@ -47,3 +49,26 @@ def write_warc(path: Path, records: list[tuple]) -> Path:
 
 def doc(text: str, url: str | None = None) -> Document:
     return Document(id="t", text=text, url=url)
+
+
+BOILERPLATE = ("Mirror hosted by Example Networks. Copyright 2026 Example Networks Ltd. All rights "
+               "reserved. Visit our sponsors for fast and reliable hosting. Report broken links to "
+               "the webmaster of this mirror site. Subscribe to our newsletter for weekly updates.")
+
+
+def shuffle_sentences(text, rng):
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    rng.shuffle(sentences)
+    return " ".join(sentences)
+
+
+def edit_words(text, rng, rate=0.02):
+    words = text.split()
+    for i in range(len(words)):
+        if rng.random() < rate:
+            words[i] = rng.choice(["server", "module", "file", "request", "value"])
+    return " ".join(words)
+
+
+def append_boilerplate(text, rng):
+    return text + "\n" + BOILERPLATE
