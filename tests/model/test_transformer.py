@@ -51,9 +51,11 @@ def test_kv_cache_logits_equal_full_forward(tiny_model):
     x = torch.randint(0, 128, (3, 20))
     full = model(x)
     cache = KVCache(model.config, 3, 32, torch.float32, "cpu")
-    prefix = model(x[:, :12], cache=cache)
-    steps = [model(x[:, t:t + 1], cache=cache) for t in range(12, 20)]
-    incremental = torch.cat([prefix] + steps, dim=1)
+    pieces = []
+    for start, end in [(0, 12)] + [(t, t + 1) for t in range(12, 20)]:
+        pieces.append(model(x[:, start:end], cache=cache))
+        cache.advance(end - start)
+    incremental = torch.cat(pieces, dim=1)
     torch.testing.assert_close(incremental, full, atol=1e-5, rtol=1e-5)
 
 
@@ -77,6 +79,17 @@ def test_generation_stops_at_stop_token_and_is_seeded(tiny_model):
     stopped = generate(model, [[1, 2]], 30, Sampling(temperature=1.0), seed=3, stop_ids={stop})
     assert stopped.stopped == [True]
     assert stopped.tokens[0][-1] == stop and stop not in stopped.tokens[0][:-1]
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_matches_eager(tiny_model):
+    model = tiny_model.eval()
+    prompts = [[1, 5, 9, 22, 7], [1, 7]]
+    eager = generate(model, prompts, 12, Sampling(temperature=0))
+    compiled = generate(model, prompts, 12, Sampling(temperature=0), compile=True)
+    assert compiled.tokens == eager.tokens
+    torch.testing.assert_close(torch.tensor(compiled.logprobs), torch.tensor(eager.logprobs),
+                               atol=1e-4, rtol=1e-4)
 
 
 def test_top_k_one_is_greedy(tiny_model):

@@ -71,57 +71,86 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
              sampling: Sampling | None = None, stop_ids: set[int] | frozenset = frozenset(),
              seed: int | None = None, pad_id: int = 0,
              on_token: Callable[[int, int], None] | None = None,
-             generator: torch.Generator | None = None) -> Generation:
-    """Generate up to max_new_tokens for each prompt; on_token(row, token) streams."""
+             generator: torch.Generator | None = None, compile: bool = False) -> Generation:
+    """Generate up to max_new_tokens for each prompt; on_token(row, token) streams.
+
+    compile=True runs each decode step through torch.compile (CUDA graphs on a GPU): every
+    step has the same shapes, so one graph replays per token instead of ~10 kernel
+    launches per layer from Python.
+    """
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")
     sampling = sampling or Sampling()
-    device = next(model.parameters()).device
+    param = next(model.parameters())
+    device = param.device
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     ids, valid = left_pad(prompts, pad_id, device)
     B, P = ids.shape
     max_len = min(P + max_new_tokens, model.config.max_position_embeddings)
-    cache = KVCache(model.config, B, max_len, next(model.parameters()).dtype, device)
+    cache = KVCache(model.config, B, max_len, param.dtype, device)
     key_valid = torch.zeros((B, max_len), dtype=torch.bool, device=device)
     key_valid[:, :P] = valid
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
 
     # Prefill: causal within the prompt, padding hidden; a pad query sees itself so that its
     # softmax row is never empty (an empty row would give NaN that then leaks through V).
-    causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()
-    mask = (causal[None] & valid[:, None, :]) | torch.eye(P, dtype=torch.bool, device=device)
-    logits = model(ids, positions=positions, cache=cache, attn_mask=mask[:, None])[:, -1]
+    slots = torch.arange(max_len, device=device)
+    causal = slots[None, :] <= slots[:P, None]  # (P, max_len)
+    own_slot = slots[None, :] == slots[:P, None]
+    mask = (causal[None] & key_valid[:, None, :]) | own_slot[None]
+    logits = model(ids, positions=positions, cache=cache, attn_mask=mask[:, None],
+                   cache_position=slots[:P])[:, -1]
+    cache.advance(P)
+    step = _compiled_decode_step(device) if compile else _decode_step
 
     stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
-    out = torch.zeros((B, 0), dtype=torch.long, device=device)
-    out_logprobs = []
+    out, out_logprobs = [], []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     hit_stop = torch.zeros(B, dtype=torch.bool, device=device)
-    next_pos = positions[:, -1] + 1
-    for step in range(max_len - P):
+    next_pos = positions[:, -1:] + 1
+    for t in range(max_len - P):
         token = sample_next(logits, sampling, generator)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         out_logprobs.append(torch.log_softmax(logits.float(), -1).gather(-1, token[:, None])[:, 0])
-        out = torch.cat([out, token[:, None]], dim=1)
+        out.append(token)
         if on_token is not None:
             for row in (~done).nonzero().flatten().tolist():
                 on_token(row, int(token[row]))
         is_stop = torch.isin(token, stop) & ~done
         hit_stop |= is_stop
         done |= is_stop
-        if bool(done.all()) or step == max_len - P - 1:
+        if t == max_len - P - 1 or bool(done.all()):
             break
         key_valid[:, cache.length] = True
-        logits = model(token[:, None], positions=next_pos[:, None], cache=cache,
-                       attn_mask=key_valid[:, None, None, :cache.length + 1])[:, -1]
+        logits = step(model, token[:, None], next_pos, cache, slots[cache.length:cache.length + 1],
+                      key_valid[:, None, None, :])
+        cache.advance(1)
         next_pos = next_pos + 1
 
+    out = torch.stack(out, 1)
     lengths = _lengths(out, hit_stop, stop)
-    tokens = [out[i, :n].tolist() for i, n in enumerate(lengths)]
-    lp = torch.stack(out_logprobs, 1) if out_logprobs else torch.zeros((B, 0))
-    return Generation(tokens=tokens, stopped=hit_stop.tolist(), prompt_tokens=int(valid.sum()),
+    lp = torch.stack(out_logprobs, 1)
+    return Generation(tokens=[out[i, :n].tolist() for i, n in enumerate(lengths)],
+                      stopped=hit_stop.tolist(), prompt_tokens=int(valid.sum()),
                       steps=out.shape[1], logprobs=[lp[i, :n].tolist() for i, n in enumerate(lengths)])
+
+
+def _decode_step(model, token, positions, cache, cache_position, attn_mask):
+    """One token per row: (B, 1) ids -> (B, V) next-token logits. Same shapes every step."""
+    return model(token, positions=positions, cache=cache, attn_mask=attn_mask,
+                 cache_position=cache_position)[:, -1]
+
+
+_COMPILED_STEPS: dict = {}
+
+
+def _compiled_decode_step(device: torch.device):
+    """torch.compile'd `_decode_step`, built once per device type; CUDA graphs on GPUs."""
+    if device.type not in _COMPILED_STEPS:
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        _COMPILED_STEPS[device.type] = torch.compile(_decode_step, mode=mode, fullgraph=True)
+    return _COMPILED_STEPS[device.type]
 
 
 def _lengths(out: torch.Tensor, hit_stop: torch.Tensor, stop: torch.Tensor) -> list[int]:

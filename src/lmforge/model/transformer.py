@@ -74,8 +74,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class KVCache:
     """Preallocated keys/values for incremental decoding: (layers, B, H_kv, max_len, D).
 
-    All rows share one write position (prompts are left-padded), so a decode step writes one
-    column; static shapes keep it friendly to CUDA graphs.
+    Every step attends over all max_len slots (unwritten ones masked out), so each decode
+    step has the same shapes: the precondition for compiling it into one CUDA graph. Rows
+    share write positions (prompts are left-padded); `length` counts the slots written so
+    far and is advanced by the caller.
     """
 
     def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, dtype, device):
@@ -84,15 +86,19 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.length = 0
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        end = self.length + k.shape[2]
-        if end > self.k.shape[3]:
-            raise ValueError(f"KV cache full: {end} > {self.k.shape[3]} positions")
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, cache_position: torch.Tensor):
+        """Store k/v (B, H, T, D) at slots cache_position (T,); return the whole layer cache."""
+        self.k[layer].index_copy_(2, cache_position, k)
+        self.v[layer].index_copy_(2, cache_position, v)
+        return self.k[layer], self.v[layer]
 
     def advance(self, num_tokens: int) -> None:
+        if self.length + num_tokens > self.max_len:
+            raise ValueError(f"KV cache full: {self.length + num_tokens} > {self.max_len} slots")
         self.length += num_tokens
 
 
@@ -111,7 +117,8 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.qk_norm = cfg.qk_norm
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, attn_mask=None):
+    def forward(self, x, cos, sin, cache: KVCache | None = None, attn_mask=None,
+                cache_position=None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
@@ -120,7 +127,7 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            k, v = cache.append(self.layer_idx, k, v)
+            k, v = cache.write(self.layer_idx, k, v, cache_position)
         # Without a mask, a fresh sequence is plain causal attention (flash kernels apply).
         causal = attn_mask is None and cache is None
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal,
@@ -147,8 +154,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, cache=None, attn_mask=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, attn_mask)
+    def forward(self, x, cos, sin, cache=None, attn_mask=None, cache_position=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, attn_mask, cache_position)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -196,31 +203,38 @@ class Transformer(nn.Module):
         self.rope_cos.copy_(cos)
         self.rope_sin.copy_(sin)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | None, positions: torch.Tensor | None = None,
                 cache: KVCache | None = None, attn_mask: torch.Tensor | None = None,
-                return_hidden: bool = False) -> torch.Tensor:
+                cache_position: torch.Tensor | None = None, return_hidden: bool = False,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) -> logits (B, T, V), or final hidden states (B, T, C).
 
-        positions (B, T) default to 0..T-1 (offset by the cache length when decoding);
-        attn_mask is a boolean (B, 1, T, S) "may attend" mask, needed only for padded batches.
+        Without a cache this is plain causal attention over the T tokens. With a cache, the
+        new tokens go to slots cache_position (T,) (default: the next T after cache.length;
+        the caller then calls cache.advance(T)); positions (B, T) are RoPE positions
+        (default: the slots); attn_mask is a boolean "may attend" mask (B or 1, 1, T,
+        max_len), needed for left-padded batches (default: causal over the slots).
+        inputs_embeds (B, T, C) replaces the embedding lookup (prompt tuning prepends to it).
         """
-        B, T = input_ids.shape
+        x = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        B, T = x.shape[:2]
+        if cache is not None:
+            if cache_position is None:
+                if cache.length + T > cache.max_len:
+                    raise ValueError(f"KV cache full: {cache.length + T} > {cache.max_len} slots")
+                cache_position = torch.arange(cache.length, cache.length + T, device=x.device)
+            if attn_mask is None:
+                slots = torch.arange(cache.max_len, device=x.device)
+                attn_mask = slots[None, :] <= cache_position[:, None]
+            if positions is None:
+                positions = cache_position[None].expand(B, T)
         if positions is None:
-            start = cache.length if cache is not None else 0
-            cos = self.rope_cos[start:start + T][None, None]
-            sin = self.rope_sin[start:start + T][None, None]
+            cos, sin = self.rope_cos[None, None, :T], self.rope_sin[None, None, :T]
         else:
             cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
-        if cache is not None and attn_mask is None and T > 1:
-            # Causal over the cached prefix plus the new block (bottom-right aligned).
-            start = cache.length
-            attn_mask = torch.ones(T, start + T, dtype=torch.bool, device=input_ids.device).tril(start)
-        x = self.model.embed_tokens(input_ids)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for layer in self.model.layers:
-            x = layer(x, cos, sin, cache, attn_mask)
-        if cache is not None:
-            cache.advance(T)
+            x = layer(x, cos, sin, cache, attn_mask, cache_position)
         x = self.model.norm(x)
         return x if return_hidden else self.lm_head(x)
 
