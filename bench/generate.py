@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64])
     p.add_argument("--dtype", default="auto", help="weights dtype: auto = bf16 on GPU, fp32 on CPU")
     p.add_argument("--compare", choices=["transformers", "none"], default="transformers")
+    p.add_argument("--compile", action="store_true", help="compiled decode step (CUDA graphs on GPU)")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
 
@@ -61,12 +62,13 @@ def main() -> None:
     model = Transformer(cfg.model).to(rt.device).eval()
     hf = _hf_twin(model).to(rt.dtype) if args.compare == "transformers" else None
     model.to(rt.dtype)
-    results = {"bench": "generate", "depth": args.depth, "prompt_tokens": args.prompt_tokens,
+    results = {"bench": "generate", "depth": args.depth, "compile": args.compile, "prompt_tokens": args.prompt_tokens,
                "new_tokens": args.new_tokens, **rt.describe(),
                "greedy_equals_no_cache": greedy_matches_no_cache(model, args.vocab, rt.device)}
     for bs in args.batch_sizes:
         prompts = torch.randint(0, args.vocab, (bs, args.prompt_tokens)).tolist()
-        run = lambda: generate(model, prompts, args.new_tokens, Sampling(temperature=0))  # noqa: E731
+        run = lambda: generate(model, prompts, args.new_tokens, Sampling(temperature=0),  # noqa: E731
+                               compile=args.compile)
         run()  # warm-up (allocator, kernels)
         seconds = timed(run, rt.device)
         results[f"lmforge_tokens_per_s_b{bs}"] = round(bs * args.new_tokens / seconds, 1)

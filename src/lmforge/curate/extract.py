@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sys
 import threading
 from collections import Counter
 from contextlib import contextmanager
@@ -93,15 +94,21 @@ def time_limit(seconds: float):
     def on_alarm(signum, frame):
         raise ExtractTimeout
 
+    def quiet_if_timeout(unraisable):
+        if not isinstance(unraisable.exc_value, ExtractTimeout):
+            previous_hook(unraisable)
+
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    # re-fire every 50 ms after the deadline: an exception raised while the interpreter
-    # runs a __del__ is swallowed, and a one-shot alarm would then never stop the block
+    # An alarm that lands in a __del__ is swallowed ("Exception ignored in ...", silenced
+    # here), so re-fire every 50 ms after the deadline until one stops the block.
+    previous_hook, sys.unraisablehook = sys.unraisablehook, quiet_if_timeout
     signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        sys.unraisablehook = previous_hook
 
 
 def _trafilatura():

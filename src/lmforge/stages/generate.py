@@ -30,6 +30,7 @@ class GenerateConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"  # weights dtype for inference: float32 | bfloat16
+    compile: bool = False  # torch.compile each decode step (CUDA graphs on a GPU)
 
 
 def generate(cfg: GenerateConfig) -> list[str]:
@@ -45,7 +46,8 @@ def generate(cfg: GenerateConfig) -> list[str]:
         print(cfg.prompt[0], end="", flush=True)
     on_token = (lambda row, t: print(decoder.feed([t]), end="", flush=True)) if streaming else None
     out = generate_tokens(model, prompts, cfg.max_new_tokens, sampling, stop_ids=set(stop_ids(tok)),
-                          seed=cfg.seed, pad_id=tok.pad_id or 0, on_token=on_token)
+                          seed=cfg.seed, pad_id=tok.pad_id or 0, on_token=on_token,
+                          compile=cfg.compile)
     texts = [p + tok.decode(t, skip_special=True) for p, t in zip(cfg.prompt, out.tokens)]
     if streaming:
         print(decoder.flush(), flush=True)
