@@ -1,0 +1,188 @@
+"""Import a llama.cpp GGUF file (weights, config, tokenizer) into our Transformer.
+
+    model, tok = load_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
+    export_model(model, tok, "runs/smollm2")     # lmforge.stages.common: an HF directory
+
+Reads with the `gguf` package (no transformers). Quantised tensors (Q4_1, Q8_0, ...) are
+dequantised to fp32 by `gguf.quants.dequantize`, so the result is the quantised model's
+weights exactly, not the original fp16 ones. llama.cpp's converter permutes the rows of
+Llama q/k projections into its interleaved RoPE layout; we undo that permutation (Qwen2
+files are not permuted). The tokenizer is rebuilt as an HF `tokenizers` byte-level BPE from
+the stored vocabulary and merges, with the file's special tokens and chat template.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmforge.errors import InputError
+from lmforge.model.transformer import ModelConfig, Transformer
+
+# llama.cpp tensor names -> ours (= HF's); "{i}" is the layer number.
+TENSOR_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+    "blk.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
+    "blk.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "blk.{i}.attn_q.weight": "model.layers.{i}.self_attn.q_proj.weight",
+    "blk.{i}.attn_k.weight": "model.layers.{i}.self_attn.k_proj.weight",
+    "blk.{i}.attn_v.weight": "model.layers.{i}.self_attn.v_proj.weight",
+    "blk.{i}.attn_q.bias": "model.layers.{i}.self_attn.q_proj.bias",
+    "blk.{i}.attn_k.bias": "model.layers.{i}.self_attn.k_proj.bias",
+    "blk.{i}.attn_v.bias": "model.layers.{i}.self_attn.v_proj.bias",
+    "blk.{i}.attn_output.weight": "model.layers.{i}.self_attn.o_proj.weight",
+    "blk.{i}.ffn_gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
+    "blk.{i}.ffn_up.weight": "model.layers.{i}.mlp.up_proj.weight",
+    "blk.{i}.ffn_down.weight": "model.layers.{i}.mlp.down_proj.weight",
+}
+SUPPORTED = ("llama", "qwen2")
+TOKEN_TYPE_CONTROL = 3  # llama.cpp's token type of special (control) tokens
+
+
+def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32):
+    """-> (Transformer, lmforge Tokenizer) from a GGUF file."""
+    import gguf
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such GGUF file", path)
+    reader = gguf.GGUFReader(str(path))
+    meta = {name: _field_value(f) for name, f in reader.fields.items()
+            if not name.startswith("tokenizer.ggml.") or name.endswith("_id")}
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED:
+        raise InputError(f"architecture {arch!r} is not supported ({', '.join(SUPPORTED)})", path)
+    names = {t.name for t in reader.tensors}
+    cfg = gguf_model_config(meta, arch, vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data),
+                            tied="output.weight" not in names, bias="blk.0.attn_q.bias" in names)
+    state = {}
+    for tensor in reader.tensors:
+        name = _our_name(tensor.name)
+        if name is None:
+            raise InputError(f"unexpected tensor {tensor.name!r}", path)
+        weights = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        weights = torch.from_numpy(np.ascontiguousarray(
+            weights.reshape(tuple(reversed([int(d) for d in tensor.shape])))).astype(np.float32))
+        if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = cfg.num_attention_heads if "q_proj" in name else cfg.num_key_value_heads
+            weights = unpermute_rope_rows(weights, heads)
+        state[name] = weights
+    model = _build(cfg, state, path)
+    return model.to(device=device, dtype=dtype), gguf_tokenizer(reader)
+
+
+def gguf_model_config(meta: dict, arch: str, vocab_size: int, tied: bool, bias: bool) -> ModelConfig:
+    get = lambda key, default=None: meta.get(f"{arch}.{key}", default)  # noqa: E731
+    heads = int(get("attention.head_count"))
+    hidden = int(get("embedding_length"))
+    return ModelConfig(
+        vocab_size=int(get("vocab_size", vocab_size)),
+        hidden_size=hidden,
+        intermediate_size=int(get("feed_forward_length")),
+        num_hidden_layers=int(get("block_count")),
+        num_attention_heads=heads,
+        num_key_value_heads=int(get("attention.head_count_kv", heads)),
+        head_dim=int(get("rope.dimension_count", hidden // heads)),
+        max_position_embeddings=int(get("context_length", 2048)),
+        rope_theta=float(get("rope.freq_base", 10000.0)),
+        rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
+        tie_word_embeddings=tied,
+        attention_bias=bias,
+    )
+
+
+def unpermute_rope_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Invert llama.cpp's `permute`: per head, rows (pairs interleaved) -> HF's halves."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def gguf_tokenizer(reader):
+    """An lmforge Tokenizer rebuilt from the GGUF's gpt2-style BPE vocabulary and merges."""
+    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as Backend
+
+    from lmforge.tokenizer import Tokenizer
+
+    fields = reader.fields
+    kind = _field_value(fields["tokenizer.ggml.model"])
+    if kind != "gpt2":
+        raise InputError(f"tokenizer model {kind!r} is not supported (only byte-level BPE 'gpt2')")
+    tokens = _field_value(fields["tokenizer.ggml.tokens"])
+    types = _field_value(fields["tokenizer.ggml.token_type"])
+    merges = [tuple(m.split(" ", 1)) for m in _field_value(fields["tokenizer.ggml.merges"])]
+    backend = Backend(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    pre = _field_value(fields["tokenizer.ggml.pre"]) if "tokenizer.ggml.pre" in fields else ""
+    steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    if pre == "smollm":  # llama.cpp's smollm pre-tokeniser: single digits, then GPT-2's regex
+        steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
+    elif pre in ("qwen2", "llama3", "llama-bpe"):
+        steps = [pre_tokenizers.Split(Regex(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}" +
+            ("" if pre == "qwen2" else "{1,3}") +
+            r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    backend.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    backend.decoder = decoders.ByteLevel()
+    specials = [tokens[i] for i, t in enumerate(types) if t == TOKEN_TYPE_CONTROL]
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    token_of = lambda key: (tokens[int(_field_value(fields[key]))]  # noqa: E731
+                            if key in fields else None)
+    config = {"tokenizer_class": "PreTrainedTokenizerFast",
+              "bos_token": token_of("tokenizer.ggml.bos_token_id"),
+              "eos_token": token_of("tokenizer.ggml.eos_token_id"),
+              "pad_token": token_of("tokenizer.ggml.padding_token_id"),
+              "unk_token": token_of("tokenizer.ggml.unknown_token_id"),
+              "add_bos_token": False, "add_eos_token": False,
+              "clean_up_tokenization_spaces": False, "model_max_length": 1_000_000_000,
+              "additional_special_tokens": specials}
+    if "tokenizer.chat_template" in fields:
+        config["chat_template"] = _field_value(fields["tokenizer.chat_template"])
+    return Tokenizer(backend, config)
+
+
+def _field_value(field):
+    """A GGUF metadata field as a Python value (str, number, or list of them)."""
+    import gguf
+
+    kind = field.types[0] if field.types else None
+    if kind == gguf.GGUFValueType.ARRAY:
+        sub = field.types[-1]
+        parts = [field.parts[i] for i in field.data]
+        if sub == gguf.GGUFValueType.STRING:
+            return [bytes(p).decode("utf-8", errors="replace") for p in parts]
+        return [p.tolist()[0] for p in parts]
+    value = field.parts[field.data[0]]
+    if kind == gguf.GGUFValueType.STRING:
+        return bytes(value).decode("utf-8", errors="replace")
+    return value.tolist()[0]
+
+
+def _our_name(gguf_name: str) -> str | None:
+    parts = gguf_name.split(".")
+    if parts[0] == "blk":
+        layer, key = parts[1], ".".join(["blk", "{i}"] + parts[2:])
+        return TENSOR_NAMES[key].format(i=layer) if key in TENSOR_NAMES else None
+    return TENSOR_NAMES.get(gguf_name)
+
+
+def _build(cfg: ModelConfig, state: dict, path: Path) -> Transformer:
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model = model.to_empty(device="cpu")
+    if cfg.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(f"tensors do not match the config: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}", path)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.reset_rope()
+    return model

@@ -1,0 +1,73 @@
+import torch
+
+from lmforge.infer.chat import ChatSession, run_repl
+from lmforge.infer.engine import Sampling
+from lmforge.model.peft import PromptTuningConfig, apply_peft
+from lmforge.model.transformer import Transformer
+from lmforge.tokenizer.chat import render_prompt
+from tests.conftest import tiny_config
+
+
+class FakeTok:
+    """Just enough tokenizer for a session: one id per character, our template."""
+    chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}<|im_sep|>{{ m['content'] }}"
+                     "<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant"
+                     "<|im_sep|>{% endif %}")
+    config = {}
+    specials = {"<|im_start|>": 1, "<|im_sep|>": 2, "<|im_end|>": 3}
+    eos_id, bos_id, pad_id = 3, None, 0
+
+    def encode(self, text, allow_special=False):
+        ids = []
+        while text:
+            hit = next((s for s in self.specials if allow_special and text.startswith(s)), None)
+            ids.append(self.specials[hit] if hit else 10 + ord(text[0]) % 100)
+            text = text[len(hit):] if hit else text[1:]
+        return ids
+
+    def decode(self, ids, skip_special=False):
+        return "".join("" if i < 10 else chr(ord("a") + i % 26) for i in ids)
+
+    def token_to_id(self, token):
+        return self.specials.get(token)
+
+    def stream_decoder(self, skip_special=False):
+        from lmforge.tokenizer import StreamDecoder
+        return StreamDecoder(lambda ids: self.decode(ids, skip_special))
+
+
+def make_session(model=None, **kwargs):
+    torch.manual_seed(0)
+    model = model or Transformer(tiny_config())
+    return ChatSession(model, FakeTok(), sampling=Sampling(temperature=0), max_new_tokens=5, **kwargs)
+
+
+def test_session_keeps_history_system_prompt_and_resets():
+    session = make_session(system="Be brief.")
+    streamed = []
+    reply = session.send("hi", on_text=streamed.append)
+    assert "".join(streamed) == reply
+    assert [m["role"] for m in session.messages()] == ["system", "user", "assistant"]
+    session.send("again")
+    assert len(session.history) == 4
+    prompt = render_prompt(session.tok, session.messages())
+    assert prompt.count(1) == 6  # system, 2 user and 2 assistant turns, generation header
+    session.reset()
+    assert session.history == [] and session.messages()[0]["role"] == "system"
+
+
+def test_repl_commands():
+    session = make_session()
+    lines = iter(["hello", "/system Talk like a pirate.", "/reset", "hi", "/quit"])
+    out = []
+    run_repl(session, read=lambda _: next(lines), write=out.append)
+    text = "".join(out)
+    assert "(system prompt set" in text and "(history cleared)" in text
+    assert session.system == "Talk like a pirate." and len(session.history) == 2
+
+
+def test_prompt_tuned_model_chats_without_kv_cache():
+    torch.manual_seed(0)
+    model = apply_peft(Transformer(tiny_config()), "prompt", prompt=PromptTuningConfig(2))
+    reply = make_session(model).send("hi")
+    assert isinstance(reply, str)
