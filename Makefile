@@ -24,9 +24,11 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
+# CPU-sized runs; bench/RESULTS.md lists the GPU commands.
 bench: setup
-	$(BIN)/python bench/pretrain_mfu.py
-	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/pretrain_mfu.py --preset tiny
+	$(BIN)/python bench/generate.py --depth 4 --vocab 8192 --batch_sizes 1 8 --new_tokens 64
+	$(BIN)/python bench/tokenizer.py
 
 clean:
 	rm -rf runs/demo

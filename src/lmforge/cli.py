@@ -28,8 +28,20 @@ STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
                  "documents -> memory-mapped token shards (train/val)"),
     "pretrain": ("lmforge.stages.pretrain", "PretrainConfig", "pretrain", (),
                  "pretrain a base model on token shards"),
+    "dpo": ("lmforge.stages.dpo", "DPOConfig", "dpo", (),
+            "align a policy to preference pairs (DPO / IPO; full or LoRA)"),
+    "grpo": ("lmforge.stages.grpo", "GRPOConfig", "grpo", (),
+             "online RL with verifiable rewards (GRPO) on generated tasks"),
     "generate": ("lmforge.stages.generate", "GenerateConfig", "generate", ("model",),
                  "sample from a model (KV cache, streaming)"),
+    "sft": ("lmforge.stages.sft", "SFTConfig", "sft", (),
+            "supervised fine-tuning on chat data: full, LoRA, Adapter or Prompt Tuning"),
+    "convert": ("lmforge.stages.convert", "ConvertConfig", "convert", ("src", "dst"),
+                "HF directory / .gguf / LoRA adapter / hub name -> HF model directory"),
+    "check": ("lmforge.stages.check", "CheckConfig", "check", ("model",),
+              "chat-contract pre-flight: special tokens, stop token, masks, prefixes"),
+    "chat": ("lmforge.stages.chat", "ChatConfig", "chat", ("model",),
+             "chat with a model in the terminal (streaming, /reset, /system)"),
 }
 
 

@@ -1,0 +1,164 @@
+"""Seeded verifiable tasks for RL, with a held-out split, and their greedy evaluation.
+
+    train = arithmetic_problems(2000, seed=0, split="train")   # "What is 3 + 4?" -> 7
+    test = arithmetic_problems(200, seed=1, split="test")       # never a train question
+    words = word_problems(500, seed=0)                           # GSM8K-style, "#### N"
+    acc = evaluate_accuracy(model, prompt_ids, test, decode)     # greedy, math_reward
+
+A problem is a dict: `messages` (a one-turn user chat), `answer` (the number), `solution`
+(a reference answer text, usable as SFT data). The split is decided by a hash of the
+question, not by the seed, so train and test never share a question whatever the seeds;
+the seed only picks which problems are drawn.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from typing import Callable, Literal
+
+from lmforge.infer.engine import Sampling, generate
+from lmforge.rewards.math import math_reward
+
+Split = Literal["train", "test", "all"]
+TEST_PERCENT = 20  # share of the question space held out for evaluation
+
+
+def in_split(question: str, split: Split) -> bool:
+    if split == "all":
+        return True
+    is_test = zlib.crc32(question.encode()) % 100 < TEST_PERCENT
+    return is_test == (split == "test")
+
+
+def arithmetic_problem(rng: random.Random, max_operand: int = 20, ops: str = "+-") -> dict:
+    """One "What is a op b?" question; the solution restates it: "3 + 4 = 7."."""
+    a, b, op = rng.randint(0, max_operand), rng.randint(0, max_operand), rng.choice(ops)
+    value = {"+": a + b, "-": a - b, "*": a * b}[op]
+    shown = {"*": "×"}.get(op, op)
+    question = f"What is {a} {shown} {b}?"
+    return _problem(question, value, f"{a} {shown} {b} = {value}.")
+
+
+# GSM8K-style templates: (question, solution steps, answer) from sampled names and numbers.
+_NAMES = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Iris", "Jamal"]
+_ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "cookies", "shells", "cards"]
+
+
+def _buy_and_give(rng, name, item):
+    a, b, c = rng.randint(5, 40), rng.randint(2, 30), rng.randint(1, 10)
+    c = min(c, a + b)
+    q = f"{name} has {a} {item}. {name} buys {b} more and gives {c} to a friend. How many {item} does {name} have now?"
+    return q, f"{a} + {b} = {a + b}. {a + b} - {c} = {a + b - c}.", a + b - c
+
+
+def _price_total(rng, name, item):
+    n, price, paid = rng.randint(2, 12), rng.randint(1, 9), None
+    total = n * price
+    paid = total + rng.randint(0, 20)
+    q = (f"{name} buys {n} {item} at ${price} each and pays with ${paid}. "
+         f"How much change does {name} get, in dollars?")
+    return q, f"{n} × {price} = {total}. {paid} - {total} = {paid - total}.", paid - total
+
+
+def _share_equally(rng, name, item):
+    friends, each = rng.randint(2, 8), rng.randint(2, 12)
+    total = friends * each
+    q = f"{name} shares {total} {item} equally among {friends} friends. How many {item} does each friend get?"
+    return q, f"{total} ÷ {friends} = {each}.", each
+
+
+def _weekly_savings(rng, name, item):
+    per_week, weeks, spent = rng.randint(3, 25), rng.randint(2, 10), rng.randint(0, 20)
+    q = (f"{name} saves ${per_week} every week for {weeks} weeks, then spends ${spent} on {item}. "
+         f"How many dollars does {name} have left?")
+    saved = per_week * weeks
+    return q, f"{per_week} × {weeks} = {saved}. {saved} - {spent} = {saved - spent}.", saved - spent
+
+
+def _boxes(rng, name, item):
+    boxes, per_box, broken = rng.randint(2, 9), rng.randint(3, 15), rng.randint(0, 9)
+    q = (f"{name} has {boxes} boxes with {per_box} {item} in each box. {broken} {item} are lost. "
+         f"How many {item} are left?")
+    total = boxes * per_box
+    return q, f"{boxes} × {per_box} = {total}. {total} - {broken} = {total - broken}.", total - broken
+
+
+_TEMPLATES = (_buy_and_give, _price_total, _share_equally, _weekly_savings, _boxes)
+
+
+def word_problem(rng: random.Random) -> dict:
+    template = rng.choice(_TEMPLATES)
+    question, steps, value = template(rng, rng.choice(_NAMES), rng.choice(_ITEMS))
+    return _problem(question, value, f"{steps}\n#### {value}")
+
+
+def arithmetic_problems(n: int, seed: int = 0, split: Split = "train", max_operand: int = 20,
+                        ops: str = "+-") -> list[dict]:
+    return _draw(lambda rng: arithmetic_problem(rng, max_operand, ops), n, seed, split)
+
+
+def word_problems(n: int, seed: int = 0, split: Split = "train") -> list[dict]:
+    return _draw(word_problem, n, seed, split)
+
+
+def reasoning_gym_problems(name: str, n: int, seed: int = 0, **kwargs) -> list[dict]:
+    """Problems from the optional `reasoning-gym` package (e.g. "gsm_symbolic"); its
+    seeds give disjoint draws, so use different seeds for train and test."""
+    import reasoning_gym  # optional: pip install reasoning-gym
+
+    data = reasoning_gym.create_dataset(name, size=n, seed=seed, **kwargs)
+    return [_problem(e["question"], e["answer"], str(e["answer"])) for e in data]
+
+
+def make_problems(task: str, n: int, seed: int, split: Split, max_operand: int = 20) -> list[dict]:
+    """By name: "arithmetic", "word", or "reasoning_gym:<dataset>" (seed offset for test)."""
+    if task == "arithmetic":
+        return arithmetic_problems(n, seed, split, max_operand)
+    if task == "word":
+        return word_problems(n, seed, split)
+    if task.startswith("reasoning_gym:"):
+        return reasoning_gym_problems(task.partition(":")[2], n, seed + (10**6 if split == "test" else 0))
+    raise ValueError(f"unknown task {task!r}: arithmetic | word | reasoning_gym:<name>")
+
+
+def evaluate_accuracy(model, prompt_ids: list[list[int]], problems: list[dict],
+                      decode: Callable[[list[int]], str], reward=math_reward,
+                      max_new_tokens: int = 32, batch_size: int = 64,
+                      stop_ids: set[int] | frozenset = frozenset(), pad_id: int = 0) -> dict:
+    """Greedy accuracy: the mean of `reward` over problems (prompts already rendered)."""
+    was_training = model.training
+    model.eval()
+    scores, samples = [], []
+    for start in range(0, len(problems), batch_size):
+        out = generate(model, prompt_ids[start:start + batch_size], max_new_tokens,
+                       Sampling(temperature=0.0), stop_ids=stop_ids, pad_id=pad_id)
+        for problem, tokens in zip(problems[start:start + batch_size], out.tokens):
+            text = decode(tokens)
+            scores.append(float(reward(text, problem)))
+            if len(samples) < 5:
+                samples.append({"question": problem["messages"][-1]["content"], "completion": text,
+                                "answer": problem["answer"], "reward": scores[-1]})
+    model.train(was_training)
+    return {"accuracy": sum(scores) / max(1, len(scores)), "n": len(scores), "samples": samples}
+
+
+def _problem(question: str, answer, solution: str) -> dict:
+    return {"messages": [{"role": "user", "content": question}], "answer": answer,
+            "solution": solution}
+
+
+def _draw(make: Callable[[random.Random], dict], n: int, seed: int, split: Split) -> list[dict]:
+    """n problems from `split`; test problems are distinct (a repeat would be counted twice),
+    so a small question space may yield fewer than n."""
+    rng = random.Random(seed)
+    out, seen = [], set()
+    for _ in range(200 * n + 1000):  # bounded: a tiny question space must not loop forever
+        if len(out) == n:
+            break
+        p = make(rng)
+        question = p["messages"][-1]["content"]
+        if in_split(question, split) and not (split == "test" and question in seen):
+            seen.add(question)
+            out.append(p)
+    return out

@@ -1,0 +1,153 @@
+"""Rollout source: sample from the current policy, score, and hand the loop a batch.
+
+    source = RolloutSource(policy, prompt_ids, problems, [math_reward], RolloutConfig(),
+                           decode=lambda ids: tok.decode(ids, skip_special=True),
+                           stop_ids=stop_ids(tok), pad_id=tok.pad_id)
+    train(policy, grpo_objective(), source, optimizer, ...)
+
+Each `next()` takes the next `prompts_per_batch` prompts (reshuffled every epoch), samples
+`group_size` completions for each with the KV-cache engine, scores every completion with
+the reward functions (`fn(text, problem) -> float`, weighted sum), and returns a batch of
+tensors: `input_ids`, `labels` (completion tokens; -100 elsewhere), `rewards`,
+`advantages` (group-normalised), `old_logps` when a rollout serves several updates,
+`ref_logps` when a reference is given, and `metrics` (floats the objective passes on to
+the log). Any online objective (GRPO now; RLOO, PPO, online DPO later) can consume it.
+`state_dict()` holds the prompt position, the sampling generator and an unfinished
+reused rollout, so a resumed run samples exactly what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from lmforge.infer.engine import Sampling, generate
+from lmforge.train.logprobs import ReferenceFn, policy_logprobs
+from lmforge.train.objectives.grpo import group_advantages
+from lmforge.train.objectives.lm import IGNORE_INDEX
+
+
+@dataclass
+class RolloutConfig:
+    group_size: int = 8  # completions sampled per prompt (G)
+    prompts_per_batch: int = 8  # prompts per rollout batch (per rank)
+    max_new_tokens: int = 64  # completion length cap
+    temperature: float = 1.0  # sampling temperature for rollouts
+    top_p: float = 1.0  # nucleus sampling for rollouts (1 = off)
+    top_k: int = 0  # top-k sampling for rollouts (0 = off)
+    scale_advantages: bool = True  # divide by the group's reward std (GRPO); False = Dr. GRPO
+    updates_per_rollout: int = 1  # optimizer micro-steps per rollout batch (μ in GRPO)
+
+
+class RolloutSource:
+    def __init__(self, policy, prompt_ids: list[list[int]], problems: list[dict],
+                 rewards: list[Callable[[str, dict], float]], cfg: RolloutConfig, *,
+                 decode: Callable[[list[int]], str], stop_ids=(), pad_id: int = 0,
+                 reward_weights: list[float] | None = None, reference: ReferenceFn | None = None,
+                 seed: int = 0, rank: int = 0, world_size: int = 1):
+        if len(prompt_ids) != len(problems) or not prompt_ids:
+            raise ValueError("need one problem per prompt, and at least one prompt")
+        self.policy, self.cfg, self.decode = policy, cfg, decode
+        self.prompt_ids, self.problems = prompt_ids, problems
+        self.rewards = rewards
+        self.weights = reward_weights or [1.0] * len(rewards)
+        self.reference, self.stop_ids, self.pad_id = reference, set(stop_ids), pad_id
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        device = next(policy.parameters()).device
+        self.generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + rank)
+        self.epoch, self.position = 0, 0
+        self.pending: dict | None = None  # a rollout batch still to be reused
+        self.uses_left = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self.uses_left == 0:
+            self.pending = self._rollout()
+            self.uses_left = self.cfg.updates_per_rollout
+        self.uses_left -= 1
+        return self.pending
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position,
+                "generator": self.generator.get_state(), "pending": self.pending,
+                "uses_left": self.uses_left}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+        self.generator.set_state(state["generator"])
+        self.pending, self.uses_left = state["pending"], state["uses_left"]
+
+    def _next_prompts(self) -> list[int]:
+        """Indices of the next prompts: this rank's share of a per-epoch shuffle."""
+        picked = []
+        while len(picked) < self.cfg.prompts_per_batch:
+            order = list(range(len(self.prompt_ids)))
+            random.Random(self.seed * 7919 + self.epoch).shuffle(order)
+            mine = order[self.rank::self.world_size]
+            take = mine[self.position:self.position + self.cfg.prompts_per_batch - len(picked)]
+            picked += take
+            self.position += len(take)
+            if self.position >= len(mine):
+                self.epoch, self.position = self.epoch + 1, 0
+        return picked
+
+    def _rollout(self) -> dict:
+        cfg, G = self.cfg, self.cfg.group_size
+        indices = self._next_prompts()
+        prompts = [self.prompt_ids[i] for i in indices for _ in range(G)]
+        problems = [self.problems[i] for i in indices for _ in range(G)]
+        was_training = self.policy.training
+        self.policy.eval()
+        t0 = time.perf_counter()
+        out = generate(self.policy, prompts, cfg.max_new_tokens,
+                       Sampling(cfg.temperature, cfg.top_k, cfg.top_p), stop_ids=self.stop_ids,
+                       pad_id=self.pad_id, generator=self.generator)
+        generate_seconds = time.perf_counter() - t0
+        texts = [self.decode(t) for t in out.tokens]
+        scores = torch.tensor([[fn(text, p) for fn in self.rewards] for text, p in zip(texts, problems)],
+                              dtype=torch.float32).view(len(texts), len(self.rewards))
+        rewards = scores @ torch.tensor(self.weights, dtype=torch.float32)
+        advantages = group_advantages(rewards, G, cfg.scale_advantages)
+        batch = self._pack(prompts, out.tokens)
+        batch.update(rewards=rewards, advantages=advantages)
+        with torch.no_grad():
+            device = next(self.policy.parameters()).device
+            x, y = batch["input_ids"].to(device), batch["labels"].to(device)
+            if cfg.updates_per_rollout > 1:
+                batch["old_logps"] = policy_logprobs(self.policy, x, y).cpu()
+            if self.reference is not None:
+                batch["ref_logps"] = self.reference(x, y).cpu()
+        self.policy.train(was_training)
+        batch["metrics"] = self._metrics(scores, rewards, out, generate_seconds)
+        return batch
+
+    def _pack(self, prompts: list[list[int]], completions: list[list[int]]) -> dict:
+        """Right-padded prompt+completion rows; labels score the completion tokens only."""
+        rows = [p + c for p, c in zip(prompts, completions)]
+        T = max(len(r) for r in rows) - 1
+        input_ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
+        for i, (p, c) in enumerate(zip(prompts, completions)):
+            row = p + c
+            input_ids[i, :len(row) - 1] = torch.tensor(row[:-1])
+            labels[i, len(p) - 1:len(row) - 1] = torch.tensor(c)
+        return {"input_ids": input_ids, "labels": labels}
+
+    def _metrics(self, scores, rewards, out, generate_seconds: float) -> dict:
+        G = self.cfg.group_size
+        lengths = torch.tensor([len(t) for t in out.tokens], dtype=torch.float32)
+        grouped = rewards.view(-1, G)
+        return {"reward_mean": float(rewards.mean()),
+                "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+                # The first reward is the correctness check by convention (0/1 for math).
+                "accuracy": float(scores[:, 0].mean()),
+                "completion_tokens": float(lengths.mean()),
+                "truncated_fraction": 1.0 - sum(out.stopped) / len(out.stopped),
+                "flat_group_fraction": float((grouped.max(1).values == grouped.min(1).values).float().mean()),
+                "generate_seconds": generate_seconds}
