@@ -36,7 +36,7 @@ def build(mode: str, shape: dict, device: torch.device, compile: bool, checkpoin
     if mode.startswith("ours"):
         from lmforge.model.peft import LoRAConfig, apply_peft
         from lmforge.model.transformer import ModelConfig, Transformer
-        from lmforge.stages.sft import checkpoint_activations
+        from lmforge.train.parallel import checkpoint_activations
 
         model = Transformer(ModelConfig(**shape)).to(device)
         if mode == "ours_lora":

@@ -22,5 +22,17 @@ lmforge pretrain configs/tiny.yaml --run_dir "$OUT/pretrain" --data.shards "$OUT
 stage "5. sample from the base model"
 lmforge generate "$OUT/pretrain/model" --prompt "Call me Ishmael." --max_new_tokens 48
 
+stage "6. SFT: teach the base model to answer in chat format and stop (full fine-tuning)"
+lmforge sft configs/sft_tiny.yaml --run_dir "$OUT/sft" --model "$OUT/pretrain/model"
+
+stage "7. DPO on preference pairs (reference log-probs precomputed once)"
+lmforge dpo configs/dpo_tiny.yaml --run_dir "$OUT/dpo" --model "$OUT/sft/model"
+
+stage "8. GRPO on a verifiable task (which number is larger): held-out accuracy before and after"
+lmforge grpo configs/grpo_tiny.yaml --run_dir "$OUT/grpo" --model "$OUT/dpo/model"
+
+stage "9. chat with the final model (it stops by itself at <|im_end|>)"
+lmforge chat "$OUT/grpo/model" --message "Which is larger, 34 or 92?" --temperature 0
+
 stage "done"
 echo "Reports: $OUT/*/report.md    Models (Hugging Face format): $OUT/*/model"

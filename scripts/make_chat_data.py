@@ -7,7 +7,9 @@ Two sources, both permissive:
 - chatterbot-corpus 1.3.3 (BSD-3-Clause; `pip download --no-deps chatterbot-corpus==1.3.3`):
   English and Chinese dialogue lists, turned into user/assistant turns;
 - arithmetic generated here, seeded, operands 0-20 (0-10 for ×): "What is 3 + 4?" ->
-  "3 + 4 = 7.", the answer format GRPO's verifier reads; only train-split questions.
+  "3 + 4 = 7.", the answer format GRPO's verifier reads; only train-split questions;
+- number comparison generated here: "Which is larger, 37 or 52?" -> "The larger is 52."
+  (the GRPO demo's task), train-split questions only.
 About a fifth of the conversations get a system prompt, some arithmetic ones two turns, so
 masks for system prompts and multi-turn chats are exercised by the demo itself.
 """
@@ -48,6 +50,19 @@ def arithmetic_pair(rng: random.Random) -> tuple[str, str]:
     return question, f"{a} {shown} {b} = {value}."
 
 
+COMPARE_FORMS = ["Which is larger, {a} or {b}?", "which is larger, {a} or {b}",
+                 "Which number is larger: {a} or {b}?", "Which is bigger, {a} or {b}?"]
+
+
+def comparison_pair(rng: random.Random) -> tuple[str, str]:
+    """"Which is larger, a or b?" from the train split (the GRPO demo's task)."""
+    while True:
+        a, b = rng.sample(range(100), 2)
+        if in_split(f"Which is larger, {a} or {b}?", "train"):
+            break
+    return rng.choice(COMPARE_FORMS).format(a=a, b=b), f"The larger is {max(a, b)}."
+
+
 def chatterbot_conversations(data_dir: Path, languages=("english", "chinese")) -> list[list[dict]]:
     conversations = []
     for language in languages:
@@ -70,15 +85,16 @@ def fetch_chatterbot(tmp: Path) -> Path:
     return tmp / "chatterbot_corpus" / "data"
 
 
-def build(data_dir: Path, n_arithmetic: int, seed: int) -> list[list[dict]]:
+def build(data_dir: Path, n_arithmetic: int, n_compare: int, seed: int) -> list[list[dict]]:
     rng = random.Random(seed)
     conversations = chatterbot_conversations(data_dir)
-    for _ in range(n_arithmetic):
-        turns = []
-        for _ in range(2 if rng.random() < 0.15 else 1):
-            q, a = arithmetic_pair(rng)
-            turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        conversations.append(turns)
+    for make, count in ((arithmetic_pair, n_arithmetic), (comparison_pair, n_compare)):
+        for _ in range(count):
+            turns = []
+            for _ in range(2 if rng.random() < 0.15 else 1):
+                q, a = make(rng)
+                turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            conversations.append(turns)
     for conv in conversations:
         if rng.random() < 0.2:
             conv.insert(0, {"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
@@ -90,12 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chatterbot", type=Path, help="unpacked chatterbot_corpus/data directory")
     parser.add_argument("--arithmetic", type=int, default=3000, help="arithmetic conversations")
+    parser.add_argument("--compare", type=int, default=2000, help="which-is-larger conversations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("data/chat/train.jsonl"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.chatterbot or fetch_chatterbot(Path(tmp))
-        conversations = build(data_dir, args.arithmetic, args.seed)
+        conversations = build(data_dir, args.arithmetic, args.compare, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         for conv in conversations:

@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from lmforge.model.hub import save_model
 from lmforge.model.transformer import Transformer
 from lmforge.runtime import Runtime
 from lmforge.stages.common import model_checkpointing

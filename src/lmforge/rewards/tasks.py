@@ -40,6 +40,18 @@ def arithmetic_problem(rng: random.Random, max_operand: int = 20, ops: str = "+-
     return _problem(question, value, f"{a} {shown} {b} = {value}.")
 
 
+def comparison_problem(rng: random.Random, max_value: int = 99) -> dict:
+    """"Which is larger, 37 or 52?" -> 52. The demo's RL task: a 5M-parameter model partly
+    solves held-out pairs after SFT (it must compare digits, not recall a fact), which
+    leaves GRPO room to raise accuracy; small-number addition it can barely do at all."""
+    a, b = rng.sample(range(max_value + 1), 2)
+    return _problem(f"Which is larger, {a} or {b}?", max(a, b), f"The larger is {max(a, b)}.")
+
+
+def comparison_problems(n: int, seed: int = 0, split: Split = "train", max_value: int = 99) -> list[dict]:
+    return _draw(lambda rng: comparison_problem(rng, max_value), n, seed, split)
+
+
 # GSM8K-style templates: (question, solution steps, answer) from sampled names and numbers.
 _NAMES = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Iris", "Jamal"]
 _ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "cookies", "shells", "cards"]
@@ -112,14 +124,17 @@ def reasoning_gym_problems(name: str, n: int, seed: int = 0, **kwargs) -> list[d
 
 
 def make_problems(task: str, n: int, seed: int, split: Split, max_operand: int = 20) -> list[dict]:
-    """By name: "arithmetic", "word", or "reasoning_gym:<dataset>" (seed offset for test)."""
+    """By name: "arithmetic", "compare", "word", or "reasoning_gym:<dataset>" (seed offset
+    for test). max_operand bounds the numbers of arithmetic and compare."""
     if task == "arithmetic":
         return arithmetic_problems(n, seed, split, max_operand)
+    if task == "compare":
+        return comparison_problems(n, seed, split, max_operand)
     if task == "word":
         return word_problems(n, seed, split)
     if task.startswith("reasoning_gym:"):
         return reasoning_gym_problems(task.partition(":")[2], n, seed + (10**6 if split == "test" else 0))
-    raise ValueError(f"unknown task {task!r}: arithmetic | word | reasoning_gym:<name>")
+    raise ValueError(f"unknown task {task!r}: arithmetic | compare | word | reasoning_gym:<name>")
 
 
 def evaluate_accuracy(model, prompt_ids: list[list[int]], problems: list[dict],

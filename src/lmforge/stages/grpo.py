@@ -35,10 +35,10 @@ from lmforge.train.rollout import RolloutConfig, RolloutSource
 
 @dataclass
 class TaskConfig:
-    name: str = "arithmetic"  # arithmetic | word | reasoning_gym:<dataset> (needs reasoning-gym)
+    name: str = "arithmetic"  # arithmetic | compare | word | reasoning_gym:<dataset> (needs reasoning-gym)
     train_problems: int = 2000  # prompts to draw for training
     eval_problems: int = 100  # held-out prompts for greedy accuracy
-    max_operand: int = 20  # arithmetic: operands in 0..max_operand
+    max_operand: int = 20  # arithmetic / compare: numbers in 0..max_operand
     system_prompt: str = ""  # optional system message before each question
     eval_max_new_tokens: int = 32  # greedy answer length cap when evaluating
 

@@ -4,7 +4,7 @@
     ckpt = policy_checkpointing(model, tok, run_dir / "model", peft="lora")
     reference = make_reference(model, "adapter")        # or "copy"
 
-Shared by the alignment stages (dpo, grpo): with LoRA the checkpoint is a PEFT adapter
+Shared by the post-training stages (sft, dpo, grpo): with LoRA the checkpoint is a PEFT adapter
 directory and the reference is the same model with the adapter switched off; with full
 fine-tuning the checkpoint is an HF model directory and the reference a frozen copy (or
 log-probs precomputed once, when the data is fixed).
@@ -48,7 +48,8 @@ def make_reference(model, kind: str) -> ReferenceFn | None:
     raise ValueError(f"unknown reference {kind!r} (adapter | copy | precompute | none)")
 
 
-def policy_checkpointing(model, tok, path: Path, peft: Peft, base_model: str = "") -> Checkpointing:
+def policy_checkpointing(model, tok, path: Path, peft: str, base_model: str = "") -> Checkpointing:
+    """Full fine-tuning: an HF checkpoint; any PEFT method: its adapter (PEFT format) + tokenizer."""
     if peft == "none":
         return model_checkpointing(model, tok, path)
 

@@ -14,10 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from lmforge.data.loader import PackedBatches, TokenShards, iter_eval_batches
-from lmforge.errors import InputError
 from lmforge.eval.loss import evaluate_loss, token_byte_lengths
 from lmforge.infer.engine import Sampling, generate
 from lmforge.model.hub import load_model

@@ -14,7 +14,6 @@ anything), metrics, report.md and summary.json (trainable parameters, peak memor
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 import resource
@@ -23,25 +22,23 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.utils.checkpoint
 
 from lmforge.data.chat import ChatReadStats, read_conversations
 from lmforge.data.sft import ChatBatches, iter_chat_eval_batches, tokenize_conversations
 from lmforge.eval.loss import evaluate_loss, token_byte_lengths
 from lmforge.model.peft import (AdapterConfig, LoRAConfig, PeftMethod, PromptTuningConfig,
-                                apply_peft, count_parameters, load_adapter_weights,
-                                merge_and_unload, save_adapter, unwrap)
+                                apply_peft, count_parameters, unwrap)
 from lmforge.report import plot_series, record_run, write_report
 from lmforge.runtime import Runtime
 from lmforge.stages.check import check_chat_contract, generation_stop_ids
-from lmforge.stages.common import export_model, model_checkpointing
 from lmforge.stages.convert import load_pretrained
+from lmforge.stages.policy import export_merged, policy_checkpointing
 from lmforge.tokenizer.chat import ChatTemplateError
-from lmforge.train.loop import Checkpointing, LoopConfig, Periodic, train
+from lmforge.train.loop import LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.lm import lm_objective
 from lmforge.train.optim import OptimConfig, build_optimizer
-from lmforge.train.parallel import wrap_model
+from lmforge.train.parallel import checkpoint_activations, wrap_model
 
 
 @dataclass
@@ -125,9 +122,10 @@ def sft(cfg: SFTConfig):
     optimizer = build_optimizer(model, cfg.optim, rt.device, unwrap(model).config.hidden_size)
     if rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
+    base = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     result = train(wrap_model(model, rt, cfg.compile), lm_objective, batches, optimizer,
                    loop=cfg.loop, optim=cfg.optim, runtime=rt, log=log,
-                   checkpoint=sft_checkpointing(model, tok, run_dir / "model", cfg),
+                   checkpoint=policy_checkpointing(model, tok, run_dir / "model", cfg.peft, base),
                    evaluators=evaluators, resume=cfg.resume)
     log.close()
     peak_mb = peak_memory_mb(rt.device)
@@ -135,7 +133,7 @@ def sft(cfg: SFTConfig):
     for question, answer in zip(cfg.eval.sample_questions, after):
         rt.print(f"Q: {question!r} -> A: {answer!r}")
     if rt.is_main and cfg.peft == "lora" and cfg.export_merged:
-        export_model(merge_and_unload(copy.deepcopy(model)), tok, run_dir / "merged")
+        export_merged(model, tok, run_dir / "merged")
     if rt.is_main:
         summary = {"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
                    "peft": cfg.peft, "trainable_params": trainable, "total_params": total,
@@ -146,29 +144,6 @@ def sft(cfg: SFTConfig):
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         _write_sft_report(run_dir, cfg, summary)
     return result
-
-
-def sft_checkpointing(model, tok, path: Path, cfg: SFTConfig) -> Checkpointing:
-    """Full fine-tuning: an HF checkpoint. PEFT: the adapter (PEFT format) + tokenizer."""
-    if cfg.peft == "none":
-        return model_checkpointing(model, tok, path)
-    base = Path(cfg.model).resolve() if Path(cfg.model).exists() else cfg.model
-
-    def save(directory: Path) -> None:
-        save_adapter(model, directory, base_model_name_or_path=str(base))
-        tok.save(directory)
-
-    return Checkpointing(path=Path(path), save_model=save,
-                         load_model=lambda d: load_adapter_weights(model, d))
-
-
-def checkpoint_activations(model) -> None:
-    """Recompute each decoder layer's activations in backward instead of storing them.
-    Done by replacing the layers' forward from outside (names and state dicts unchanged)."""
-    for layer in model.model.layers:
-        forward = layer.forward
-        layer.forward = lambda *args, _f=forward: torch.utils.checkpoint.checkpoint(
-            _f, *args, use_reentrant=False)
 
 
 @torch.no_grad()
