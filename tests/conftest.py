@@ -1,7 +1,12 @@
+from pathlib import Path
+
 import pytest
 import torch
 
 from lmforge.model.transformer import ModelConfig, Transformer
+from lmforge.stages.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 
 
 def tiny_config(**overrides) -> ModelConfig:
@@ -10,6 +15,21 @@ def tiny_config(**overrides) -> ModelConfig:
                 max_position_embeddings=128)
     base.update(overrides)
     return ModelConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory) -> Path:
+    """A small tokenizer trained on the bundled corpus (English + Chinese), ~1 s."""
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(TokenizerTrainConfig(input=[str(CORPUS)], output=str(out), vocab_size=2048,
+                                         max_chars=2_000_000))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tok(trained_dir):
+    from lmforge.tokenizer import Tokenizer
+    return Tokenizer.from_dir(trained_dir)
 
 
 @pytest.fixture

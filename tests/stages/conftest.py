@@ -8,9 +8,7 @@ from lmforge.model.transformer import Transformer
 from lmforge.stages.common import export_model
 from lmforge.stages.tokenizer import TokenizerTrainConfig, train_tokenizer
 from lmforge.tokenizer import Tokenizer
-from tests.conftest import tiny_config
-
-CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus"
+from tests.conftest import CORPUS, tiny_config
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ recipes: Gopher (Rae et al. 2021, table A1), C4 (Raffel et al. 2020) as used by 
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -29,15 +30,15 @@ _C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies",
               "use of cookies", "use cookies")
 
 
-class Filter:
+class Filter(ABC):
     name = "filter"
 
     def __init__(self) -> None:
         self.stats: Counter = Counter()
 
+    @abstractmethod
     def reject(self, doc: Document) -> str | None:
         """The reason to drop `doc`, or None to keep it. May rewrite `doc.text` (C4 lines)."""
-        raise NotImplementedError
 
     def __call__(self, doc: Document) -> Document | None:
         self.stats["in"] += 1
