@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 import torch
 
 from lmforge.infer.engine import Sampling, generate as generate_tokens
-from lmforge.model.hub import load_model
 from lmforge.runtime import Runtime
 from lmforge.stages.common import stop_ids
-from lmforge.tokenizer import Tokenizer
+from lmforge.stages.convert import load_pretrained
 
 
 @dataclass
 class GenerateConfig:
-    model: str = ""  # model directory (HF format)
+    model: str = ""  # model directory, .gguf file, adapter directory or hub name
     prompt: list[str] = field(default_factory=lambda: [""])  # one or more prompts
     max_new_tokens: int = 128
     temperature: float = 0.8  # 0 = greedy
@@ -35,8 +34,8 @@ class GenerateConfig:
 
 def generate(cfg: GenerateConfig) -> list[str]:
     rt = Runtime.setup(cfg.device, "float32", cfg.seed)
-    model = load_model(cfg.model, rt.device, getattr(torch, cfg.dtype)).eval()
-    tok = Tokenizer.from_dir(cfg.model)
+    model, tok = load_pretrained(cfg.model, rt.device, getattr(torch, cfg.dtype))
+    model.eval()
     bos = [tok.bos_id] if tok.bos_id is not None else []
     prompts = [bos + tok.encode(p) for p in cfg.prompt]
     sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
