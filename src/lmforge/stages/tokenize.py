@@ -24,6 +24,7 @@ from tqdm import tqdm
 from lmforge.data.documents import ReadStats, read_documents
 from lmforge.data.shards import ShardWriter, choose_dtype, remove_old_shards, write_index
 from lmforge.errors import InputError
+from lmforge.report import write_report
 from lmforge.tokenizer import Tokenizer
 
 
@@ -67,7 +68,7 @@ def tokenize(cfg: TokenizeConfig) -> dict:
     index = _build_index(cfg, tokenizer, separator_id, dtype, writers, stats)
     _copy_tokenizer(Path(cfg.tokenizer), output / "tokenizer")
     index = write_index(output, index)
-    _print_summary(index, stats, text_bytes, seconds)
+    _report(output, index, stats, text_bytes, seconds)
     return index
 
 
@@ -130,12 +131,16 @@ def _copy_tokenizer(source: Path, destination: Path) -> None:
             shutil.copy2(source / name, destination / name)
 
 
-def _print_summary(index: dict, stats: ReadStats, text_bytes: int, seconds: float) -> None:
+def _report(output: Path, index: dict, stats: ReadStats, text_bytes: int, seconds: float) -> None:
+    """Print the summary and keep it as report.md beside the shards."""
     train, val = index["splits"]["train"], index["splits"]["val"]
-    print(f"tokenize: {stats.summary()}")
-    print(f"tokenize: train {train['documents']} docs / {train['tokens']:,} tokens in "
-          f"{len(train['shards'])} shards; val {val['documents']} docs / {val['tokens']:,} tokens; "
-          f"{text_bytes / 1e6:.1f} MB in {seconds:.1f}s ({text_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s), "
-          f"{text_bytes / max(train['tokens'] + val['tokens'], 1):.2f} bytes/token, dtype {index['dtype']}")
+    lines = [f"read: {stats.summary()}",
+             f"train: {train['documents']} docs / {train['tokens']:,} tokens in "
+             f"{len(train['shards'])} shards; val {val['documents']} docs / {val['tokens']:,} tokens",
+             f"{text_bytes / 1e6:.1f} MB in {seconds:.1f}s ({text_bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s), "
+             f"{text_bytes / max(train['tokens'] + val['tokens'], 1):.2f} bytes/token, dtype {index['dtype']}"]
     if val["documents"] == 0 and index["val_fraction"] > 0:
-        print("tokenize: warning: no document fell into the validation split; raise --val_fraction")
+        lines.append("warning: no document fell into the validation split; raise --val_fraction")
+    for line in lines:
+        print(f"tokenize: {line}")
+    write_report(output, "Tokenization", [f"- {line}" for line in lines])
