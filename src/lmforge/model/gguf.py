@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from lmforge.errors import InputError
-from lmforge.model.transformer import ModelConfig, Transformer
+from lmforge.model.hub import model_from_state
+from lmforge.model.transformer import ModelConfig
 
 # llama.cpp tensor names -> ours (= HF's); "{i}" is the layer number.
 TENSOR_NAMES = {
@@ -73,7 +74,7 @@ def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu",
             heads = cfg.num_attention_heads if "q_proj" in name else cfg.num_key_value_heads
             weights = unpermute_rope_rows(weights, heads)
         state[name] = weights
-    model = _build(cfg, state, path)
+    model = model_from_state(cfg, state, path)
     return model.to(device=device, dtype=dtype), gguf_tokenizer(reader)
 
 
@@ -170,19 +171,3 @@ def _our_name(gguf_name: str) -> str | None:
         layer, key = parts[1], ".".join(["blk", "{i}"] + parts[2:])
         return TENSOR_NAMES[key].format(i=layer) if key in TENSOR_NAMES else None
     return TENSOR_NAMES.get(gguf_name)
-
-
-def _build(cfg: ModelConfig, state: dict, path: Path) -> Transformer:
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model = model.to_empty(device="cpu")
-    if cfg.tie_word_embeddings:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise InputError(f"tensors do not match the config: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}", path)
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    model.reset_rope()
-    return model

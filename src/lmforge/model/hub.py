@@ -116,21 +116,27 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e}", config_path) from None
     cfg = model_config_from_hf(hf, config_path)
-    with torch.device("meta"):
+    return model_from_state(cfg, read_safetensors(path), path, device).to(dtype)
+
+
+def model_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor], where: object,
+                     device: str | torch.device = "cpu") -> Transformer:
+    """A Transformer holding `state` (HF names; the tied head may be absent), checked
+    against `cfg` so that a missing or extra tensor names the file it came from."""
+    with torch.device("meta"):  # no time spent on a random init that is overwritten
         model = Transformer(cfg)
-    state = read_safetensors(path)
-    if cfg.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
     model = model.to_empty(device=device)
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=False)
-    missing = [k for k in missing if not (cfg.tie_word_embeddings and k == "lm_head.weight")]
+    if cfg.tie_word_embeddings:
+        state["lm_head.weight"] = state.get("model.embed_tokens.weight")
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in state.items() if v is not None}, strict=False)
     if missing or unexpected:
         raise InputError(f"weights do not match the config: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}", path)
+                         f"unexpected {unexpected[:5]}", where)
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.reset_rope()
-    return model.to(dtype)
+    return model
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
