@@ -63,13 +63,16 @@ def save_config(cfg: Any, path: Path) -> None:
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """The trailing `# comment` of each field in the class source: the field's documentation."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    found = re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, flags=re.M)
-    return dict(found)
+    """The trailing `# comment` of each field in the class source (and its bases'): the
+    field's documentation."""
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        found.update(re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, flags=re.M))
+    return found
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:

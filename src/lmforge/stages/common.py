@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lmforge.model.hub import read_safetensors, save_model
 from lmforge.train.loop import Checkpointing
+
+@dataclass
+class RunOptions:
+    """Fields every training stage's config shares (its config class inherits them)."""
+
+    resume: bool = False  # continue this run exactly from its last checkpoint
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # autocast dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
+    compile: bool = False  # torch.compile the model
+    seed: int = 0
+    tensorboard: bool = True  # also write metrics for TensorBoard
+    wandb_project: str = ""  # log to Weights & Biases when set (wandb must be installed)
+
 
 # End-of-document and end-of-turn tokens across our tokenizer and common imported ones.
 STOP_TOKENS = ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>")

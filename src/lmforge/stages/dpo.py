@@ -22,6 +22,7 @@ from lmforge.data.preference import PreferenceBatches, collate_pairs, read_prefe
 from lmforge.model.peft import LoRAConfig
 from lmforge.report import plot_series, record_run, write_report
 from lmforge.runtime import Runtime
+from lmforge.stages.common import RunOptions
 from lmforge.stages.policy import Peft, export_merged, load_policy, make_reference, policy_checkpointing
 from lmforge.train.loop import LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
@@ -31,7 +32,7 @@ from lmforge.train.parallel import wrap_model
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(RunOptions):
     run_dir: str = "runs/dpo"  # where the model, metrics and report go
     model: str = ""  # the starting policy: a model directory (usually an SFT model)
     tokenizer: str = ""  # tokenizer dir (default: the model dir)
@@ -48,13 +49,6 @@ class DPOConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-6, warmup_steps=10, weight_decay=0.0))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=100, eval_every_steps=50))
-    resume: bool = False  # continue this run exactly from its last checkpoint
-    device: str = "auto"
-    dtype: str = "auto"
-    compile: bool = False
-    seed: int = 0
-    tensorboard: bool = True
-    wandb_project: str = ""
 
 
 def dpo(cfg: DPOConfig):

@@ -22,7 +22,7 @@ from lmforge.report import plot_series, record_run, write_report
 from lmforge.rewards import load_rewards
 from lmforge.rewards.tasks import evaluate_accuracy, make_problems
 from lmforge.runtime import Runtime
-from lmforge.stages.common import stop_ids
+from lmforge.stages.common import RunOptions, stop_ids
 from lmforge.stages.policy import Peft, export_merged, load_policy, make_reference, policy_checkpointing
 from lmforge.tokenizer.chat import render_prompt
 from lmforge.train.loop import LoopConfig, Periodic, train
@@ -44,7 +44,7 @@ class TaskConfig:
 
 
 @dataclass
-class GRPOConfig:
+class GRPOConfig(RunOptions):
     run_dir: str = "runs/grpo"  # where the model, metrics and report go
     model: str = ""  # the starting policy: a model directory (usually an SFT model)
     tokenizer: str = ""  # tokenizer dir (default: the model dir)
@@ -62,13 +62,6 @@ class GRPOConfig:
                                                                    schedule="constant"))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=100, log_every_steps=1,
                                                                 eval_every_steps=50))
-    resume: bool = False  # continue this run exactly from its last checkpoint
-    device: str = "auto"
-    dtype: str = "auto"
-    compile: bool = False
-    seed: int = 0
-    tensorboard: bool = True
-    wandb_project: str = ""
 
 
 def grpo(cfg: GRPOConfig):

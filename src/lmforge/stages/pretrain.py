@@ -22,7 +22,7 @@ from lmforge.model.hub import load_model
 from lmforge.model.transformer import ModelConfig, Transformer
 from lmforge.report import plot_series, record_run, write_report
 from lmforge.runtime import Runtime
-from lmforge.stages.common import model_checkpointing, stop_ids
+from lmforge.stages.common import RunOptions, model_checkpointing, stop_ids
 from lmforge.tokenizer import Tokenizer
 from lmforge.train.loop import LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
@@ -49,7 +49,7 @@ class EvalConfig:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunOptions):
     run_dir: str = "runs/pretrain"  # where the model, metrics and report go
     depth: int = 4  # the one dial: derives width, heads, MLP and LR (0 = use model.* as given)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -59,13 +59,6 @@ class PretrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tokenizer: str = ""  # tokenizer dir (default: the one recorded in the shards' index)
     init_from: str = ""  # continue from an existing model directory
-    resume: bool = False  # continue this run exactly from its last checkpoint
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
-    compile: bool = False  # torch.compile the model
-    seed: int = 0
-    tensorboard: bool = True
-    wandb_project: str = ""  # log to Weights & Biases when set (wandb must be installed)
 
 
 def apply_depth_preset(cfg: PretrainConfig, vocab_size: int) -> None:

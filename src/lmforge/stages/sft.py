@@ -30,6 +30,7 @@ from lmforge.model.peft import (AdapterConfig, LoRAConfig, PeftMethod, PromptTun
                                 apply_peft, count_parameters, unwrap)
 from lmforge.report import plot_series, record_run, write_report
 from lmforge.runtime import Runtime
+from lmforge.stages.common import RunOptions
 from lmforge.stages.check import check_chat_contract, generation_stop_ids
 from lmforge.stages.convert import load_pretrained
 from lmforge.stages.policy import export_merged, policy_checkpointing
@@ -64,7 +65,7 @@ class SFTEvalConfig:
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(RunOptions):
     run_dir: str = "runs/sft"  # where the model, metrics and report go
     model: str = "runs/demo/pretrain/model"  # model dir, .gguf file or hub name to fine-tune
     peft: PeftMethod = "none"  # none (full fine-tuning) | lora | adapter | prompt
@@ -78,13 +79,6 @@ class SFTConfig:
     activation_checkpointing: bool = False  # recompute each layer in backward (less memory)
     export_merged: bool = True  # LoRA: also write the merged model to run_dir/merged
     check: bool = True  # run the chat-contract pre-flight (lmforge check) first
-    resume: bool = False  # continue this run exactly from its last checkpoint
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # autocast dtype: auto (bf16 on GPU) | float32 | bfloat16
-    compile: bool = False  # torch.compile the model
-    seed: int = 0
-    tensorboard: bool = True
-    wandb_project: str = ""  # log to Weights & Biases when set
 
 
 def sft(cfg: SFTConfig):
