@@ -5,7 +5,8 @@
     python bench/sft_peft.py --modes ours_lora peft_lora --steps 20
 
 Random weights and tokens on SmolLM2-135M's shape (30 layers, d=576, 9/3 heads, vocab
-49,152, tied). One step = forward + cross-entropy + backward + AdamW. Each mode runs in
+49,152, tied). One step = forward + cross-entropy + backward + AdamW; ours computes the loss through
+the SFT stage's objective (the fused, chunked head: train/head_loss.py). Each mode runs in
 its own process, so peak memory (CUDA max_memory_allocated; on CPU the process's peak RSS)
 is its own. LoRA: r=16 on all linear layers of attention and MLP; ours uses activation
 checkpointing and keeps no gradients for frozen weights; peft runs with its defaults.
@@ -43,8 +44,11 @@ def build(mode: str, shape: dict, device: torch.device, compile: bool, checkpoin
             model = apply_peft(model, "lora", lora=LoRAConfig(r=16, alpha=32, target_modules=TARGETS))
             if checkpoint:
                 checkpoint_activations(model)
+        from lmforge.train.objectives.lm import lm_objective
+
         compiled = torch.compile(model) if compile else model
-        return model, lambda x: compiled(x)
+        # The SFT stage's own objective: the fused head, no (tokens x vocab) logits kept.
+        return model, lambda x, y: lm_objective(compiled, {"input_ids": x, "labels": y})[0]
     import transformers
 
     config = transformers.LlamaConfig(**shape, attn_implementation="sdpa")
@@ -53,14 +57,14 @@ def build(mode: str, shape: dict, device: torch.device, compile: bool, checkpoin
         import peft
 
         model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS))
-    return model, lambda x: model(input_ids=x).logits
+    return model, lambda x, y: F.cross_entropy(model(input_ids=x).logits.float().flatten(0, 1), y.flatten())
 
 
 def run_mode(mode: str, shape: dict, batch: int, seq: int, steps: int, warmup: int, device: str,
              compile: bool = False, checkpoint: bool = True) -> dict:
     dev = torch.device(device)
     torch.manual_seed(0)
-    model, forward = build(mode, shape, dev, compile, checkpoint)
+    model, loss_fn = build(mode, shape, dev, compile, checkpoint)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, **({"fused": True} if dev.type == "cuda" else {}))
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
@@ -73,8 +77,7 @@ def run_mode(mode: str, shape: dict, batch: int, seq: int, steps: int, warmup: i
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         with autocast:
-            logits = forward(x[:, :-1])
-        loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+            loss = loss_fn(x[:, :-1], x[:, 1:])
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -1,8 +1,9 @@
+import pytest
 import torch
 
 from lmforge.infer.chat import ChatSession, run_repl
 from lmforge.infer.engine import Sampling
-from lmforge.model.peft import PromptTuningConfig, apply_peft
+from lmforge.model.peft import PromptTuned, PromptTuningConfig, apply_peft
 from lmforge.model.transformer import Transformer
 from lmforge.tokenizer.chat import render_prompt
 from tests.conftest import tiny_config
@@ -66,8 +67,24 @@ def test_repl_commands():
     assert session.system == "Talk like a pirate." and len(session.history) == 2
 
 
-def test_prompt_tuned_model_chats_without_kv_cache():
+def test_prompt_tuned_model_chats_through_the_kv_cache(monkeypatch):
     torch.manual_seed(0)
-    model = apply_peft(Transformer(tiny_config()), "prompt", prompt=PromptTuningConfig(2))
-    reply = make_session(model).send("hi")
-    assert isinstance(reply, str)
+    base = Transformer(tiny_config(initializer_range=0.2, tie_word_embeddings=False))
+    model = apply_peft(base, "prompt", prompt=PromptTuningConfig(2))
+    with torch.no_grad():
+        model.prompt_embeddings.normal_()
+    session = make_session(model)
+    prompt = render_prompt(session.tok, [{"role": "user", "content": "hi"}])
+    tokens = _greedy_no_cache(model, prompt, 5)
+    end = next((i for i, t in enumerate(tokens) if t in session.stop), len(tokens))
+    # The full forward (PromptTuned.forward) must not run: the engine decodes with the cache.
+    monkeypatch.setattr(PromptTuned, "forward", lambda *a, **k: pytest.fail("no-cache forward"))
+    assert session.send("hi") == session.tok.decode(tokens[:end], skip_special=True)
+
+
+def _greedy_no_cache(model, prompt: list[int], steps: int) -> list[int]:
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(steps):
+            seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+    return seq[len(prompt):]

@@ -14,9 +14,8 @@ import math
 from typing import Iterable
 
 import torch
-import torch.nn.functional as F
 
-from lmforge.train.objectives.lm import IGNORE_INDEX
+from lmforge.train.head_loss import IGNORE_INDEX, model_token_logprobs
 
 
 def token_byte_lengths(tokenizer, vocab_size: int) -> torch.Tensor:
@@ -35,11 +34,10 @@ def evaluate_loss(model, batches: Iterable[dict], token_bytes: torch.Tensor, run
     token_bytes = token_bytes.to(runtime.device)
     all_nats, byte_nats, tokens, nbytes = 0.0, 0.0, 0, 0
     for batch in batches:
-        x, y = batch["input_ids"].to(runtime.device), batch["labels"].to(runtime.device).flatten()
+        x, labels = batch["input_ids"].to(runtime.device), batch["labels"].to(runtime.device)
         with runtime.autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y, ignore_index=IGNORE_INDEX,
-                               reduction="none")
+            loss = -model_token_logprobs(model, x, labels).flatten()  # nats per token
+        y = labels.flatten()
         target_bytes = token_bytes[y.clamp(min=0)] * (y != IGNORE_INDEX)
         all_nats += float(loss.sum())
         byte_nats += float(loss[target_bytes > 0].sum())

@@ -15,8 +15,7 @@ from typing import Callable
 
 import torch
 
-from lmforge.infer.engine import Sampling, generate, sample_next
-from lmforge.model.peft import PromptTuned
+from lmforge.infer.engine import Sampling, generate
 from lmforge.stages.common import stop_ids
 from lmforge.tokenizer.chat import render_prompt
 
@@ -50,40 +49,14 @@ class ChatSession:
             if on_text is not None and token not in self.stop:
                 on_text(stream.feed([token]))
 
-        tokens = self._generate(prompt, on_token)
+        tokens = generate(self.model, [prompt], self.max_new_tokens, self.sampling,
+                          stop_ids=self.stop, pad_id=self.tok.pad_id or 0, on_token=on_token,
+                          generator=self.generator).tokens[0]
         if on_text is not None:
             on_text(stream.flush())
         reply = self.tok.decode([t for t in tokens if t not in self.stop], skip_special=True)
         self.history.append({"role": "assistant", "content": reply})
         return reply
-
-    def _generate(self, prompt: list[int], on_token) -> list[int]:
-        if not isinstance(self.model, PromptTuned):
-            out = generate(self.model, [prompt], self.max_new_tokens, self.sampling,
-                           stop_ids=self.stop, pad_id=self.tok.pad_id or 0, on_token=on_token,
-                           generator=self.generator)
-            return out.tokens[0]
-        return decode_without_cache(self.model, prompt, self.max_new_tokens, self.sampling,
-                                    self.stop, on_token, self.generator)
-
-
-@torch.no_grad()
-def decode_without_cache(model, prompt: list[int], max_new_tokens: int, sampling: Sampling,
-                         stop: set[int], on_token=None, generator=None) -> list[int]:
-    """Full forward per token: for wrapped models the KV-cache engine cannot drive
-    (prompt tuning). Quadratic, fine for short chats."""
-    device = next(model.parameters()).device
-    ids = torch.tensor([prompt], device=device)
-    out = []
-    for _ in range(max_new_tokens):
-        token = int(sample_next(model(ids)[:, -1], sampling, generator)[0])
-        out.append(token)
-        if on_token is not None:
-            on_token(0, token)
-        if token in stop:
-            break
-        ids = torch.cat([ids, torch.tensor([[token]], device=device)], 1)
-    return out
 
 
 def run_repl(session: ChatSession, read: Callable[[str], str] = input,

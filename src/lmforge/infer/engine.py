@@ -6,7 +6,8 @@
 
 Prompts of different lengths are left-padded into one batch; a boolean mask keeps padding
 invisible and per-row positions keep RoPE exact, so each row decodes as if it were alone
-(tests check greedy output and logits against the no-cache forward pass).
+(tests check greedy output and logits against the no-cache forward pass). A prompt-tuned
+model's virtual tokens are prefilled once into the first cache slots, seen by every row.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from lmforge.model.peft import PromptTuned, split_virtual_tokens
 from lmforge.model.transformer import KVCache, Transformer
 
 
@@ -67,7 +69,7 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
 
 
 @torch.no_grad()
-def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
+def generate(model: Transformer | PromptTuned, prompts: list[list[int]], max_new_tokens: int,
              sampling: Sampling | None = None, stop_ids: set[int] | frozenset = frozenset(),
              seed: int | None = None, pad_id: int = 0,
              on_token: Callable[[int, int], None] | None = None,
@@ -81,26 +83,39 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")
     sampling = sampling or Sampling()
+    model, virtual = split_virtual_tokens(model)
+    n = 0 if virtual is None else virtual.shape[0]
     param = next(model.parameters())
     device = param.device
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     ids, valid = left_pad(prompts, pad_id, device)
     B, P = ids.shape
-    max_len = min(P + max_new_tokens, model.config.max_position_embeddings)
+    max_positions = model.config.max_position_embeddings
+    max_len = min(n + P + max_new_tokens, max_positions)
+    if max_len <= n + P:
+        raise ValueError(f"no room to generate: {P} prompt + {n} virtual tokens, "
+                         f"max_new_tokens={max_new_tokens}, max_position_embeddings={max_positions}")
     cache = KVCache(model.config, B, max_len, param.dtype, device)
     key_valid = torch.zeros((B, max_len), dtype=torch.bool, device=device)
-    key_valid[:, :P] = valid
-    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+    key_valid[:, :n] = True
+    key_valid[:, n:n + P] = valid
+    if virtual is not None:
+        # Prompt tuning: the virtual tokens take slots and positions 0..n-1 in every row,
+        # before any left padding (as PEFT puts them), so real tokens start at position n.
+        model(None, inputs_embeds=virtual.to(param.dtype).expand(B, -1, -1), cache=cache)
+        cache.advance(n)
+    positions = n + (valid.long().cumsum(-1) - 1).clamp(min=0)
 
     # Prefill: causal within the prompt, padding hidden; a pad query sees itself so that its
     # softmax row is never empty (an empty row would give NaN that then leaks through V).
     slots = torch.arange(max_len, device=device)
-    causal = slots[None, :] <= slots[:P, None]  # (P, max_len)
-    own_slot = slots[None, :] == slots[:P, None]
+    prompt_slots = slots[n:n + P]
+    causal = slots[None, :] <= prompt_slots[:, None]  # (P, max_len)
+    own_slot = slots[None, :] == prompt_slots[:, None]
     mask = (causal[None] & key_valid[:, None, :]) | own_slot[None]
     logits = model(ids, positions=positions, cache=cache, attn_mask=mask[:, None],
-                   cache_position=slots[:P])[:, -1]
+                   cache_position=prompt_slots)[:, -1]
     cache.advance(P)
     step = _compiled_decode_step(device) if compile else _decode_step
 
@@ -109,7 +124,8 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
     done = torch.zeros(B, dtype=torch.bool, device=device)
     hit_stop = torch.zeros(B, dtype=torch.bool, device=device)
     next_pos = positions[:, -1:] + 1
-    for t in range(max_len - P):
+    new_slots = max_len - cache.length
+    for t in range(new_slots):
         token = sample_next(logits, sampling, generator)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         out_logprobs.append(torch.log_softmax(logits.float(), -1).gather(-1, token[:, None])[:, 0])
@@ -120,7 +136,7 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int,
         is_stop = torch.isin(token, stop) & ~done
         hit_stop |= is_stop
         done |= is_stop
-        if t == max_len - P - 1 or bool(done.all()):
+        if t == new_slots - 1 or bool(done.all()):
             break
         key_valid[:, cache.length] = True
         logits = step(model, token[:, None], next_pos, cache, slots[cache.length:cache.length + 1],

@@ -15,7 +15,7 @@ parameters train. The model code knows nothing of this:
   attention and after the MLP of every layer, added by forward hooks; `up` is zero-init.
 - Prompt Tuning (Lester et al. 2021): `PromptTuned` wraps the model and prepends learned
   "virtual token" embeddings to the input embeddings, dropping their logits again so the
-  objective sees (B, T, V) as usual.
+  objective sees (B, T, V) as usual; generation prefills them into the KV cache once.
 
 Files follow PEFT's format (`base_model.model.<HF module path>.lora_A.weight`,
 `prompt_embeddings`), so `peft.PeftModel.from_pretrained(transformers_model, dir)` loads
@@ -91,7 +91,10 @@ class LoRALinear(nn.Module):
         y = F.linear(x, self.weight, self.bias)
         if self.merged or self.disabled:
             return y
-        return y + self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
+        # Scale the rank-r intermediate, not the (tokens × out) update, and let the GEMM add
+        # the update into y (addmm): two fewer full-size elementwise passes than y + s·B(A x).
+        a = self.lora_A(self.dropout(x)) * self.scaling
+        return torch.addmm(y.flatten(0, -2), a.flatten(0, -2), self.lora_B.weight.T).view_as(y)
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
@@ -198,8 +201,9 @@ def attach_adapters(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
 class PromptTuned(nn.Module):
     """The model with `num_virtual_tokens` learned embeddings in front of every input.
 
-    Training-time forward only (no KV cache): the virtual tokens take positions 0..n-1,
-    as in PEFT, and their logits are dropped so callers see (B, T, V).
+    The virtual tokens take positions 0..n-1, as in PEFT, and their logits are dropped so
+    callers see (B, T, V). Decoding does not come through here: `infer.engine` takes the
+    embeddings from `split_virtual_tokens` and prefills them into its KV cache once.
     """
 
     def __init__(self, model: nn.Module, prompt_embeddings: torch.Tensor):
@@ -212,13 +216,9 @@ class PromptTuned(nn.Module):
     def config(self):
         return self.base_model.config
 
-    def forward(self, input_ids: torch.Tensor, return_hidden: bool = False,
-                **decode_kwargs) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, return_hidden: bool = False) -> torch.Tensor:
         if self.disabled:
-            return self.base_model(input_ids, return_hidden=return_hidden, **decode_kwargs)
-        if any(v is not None for v in decode_kwargs.values()):
-            raise NotImplementedError("prompt-tuned models decode without a KV cache "
-                                      "(use infer.chat's full-forward decoding)")
+            return self.base_model(input_ids, return_hidden=return_hidden)
         embeds = self.base_model.model.embed_tokens(input_ids)
         B, n = input_ids.shape[0], self.prompt_embeddings.shape[0]
         prompt = self.prompt_embeddings.to(embeds.dtype).expand(B, -1, -1)
@@ -269,6 +269,14 @@ def apply_peft(model: nn.Module, method: PeftMethod, lora: LoRAConfig | None = N
 def unwrap(model: nn.Module) -> nn.Module:
     """The Transformer inside a PromptTuned wrapper (the model itself otherwise)."""
     return model.base_model if isinstance(model, PromptTuned) else model
+
+
+def split_virtual_tokens(model: nn.Module) -> tuple[nn.Module, torch.Tensor | None]:
+    """(the Transformer, the virtual-token embeddings (n, C) in front of every input, or
+    None: no prompt tuning, or switched off by `disable_adapters`), for KV-cache decoding."""
+    if isinstance(model, PromptTuned) and not model.disabled:
+        return model.base_model, model.prompt_embeddings
+    return unwrap(model), None
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -48,8 +48,12 @@ def extract_answer(text: str) -> float | None:
 
 
 def answers_match(predicted: float | None, gold: float | None, rel_tol: float = 1e-6) -> bool:
+    """Integers must match exactly: a relative tolerance would pass 106475279602 for
+    106475279601 (reasoning-gym's basic_arithmetic). Decimals match within rel_tol."""
     if predicted is None or gold is None:
         return False
+    if gold.is_integer():
+        return predicted == gold
     return abs(predicted - gold) <= rel_tol * max(1.0, abs(gold))
 
 

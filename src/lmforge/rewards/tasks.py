@@ -3,6 +3,7 @@
     train = arithmetic_problems(2000, seed=0, split="train")   # "What is 3 + 4?" -> 7
     test = arithmetic_problems(200, seed=1, split="test")       # never a train question
     words = word_problems(500, seed=0)                           # GSM8K-style, "#### N"
+    gsm = reasoning_gym_problems("gsm_symbolic", 500, split="test")  # pip install reasoning-gym
     acc = evaluate_accuracy(model, prompt_ids, test, decode)     # greedy, math_reward
 
 A problem is a dict: `messages` (a one-turn user chat), `answer` (the number), `solution`
@@ -15,10 +16,10 @@ from __future__ import annotations
 
 import random
 import zlib
-from typing import Callable, Literal
+from typing import Callable, Iterable, Literal
 
 from lmforge.infer.engine import Sampling, generate
-from lmforge.rewards.math import math_reward
+from lmforge.rewards.math import extract_answer, math_reward
 
 Split = Literal["train", "test", "all"]
 TEST_PERCENT = 20  # share of the question space held out for evaluation
@@ -114,18 +115,52 @@ def word_problems(n: int, seed: int = 0, split: Split = "train") -> list[dict]:
     return _draw(word_problem, n, seed, split)
 
 
-def reasoning_gym_problems(name: str, n: int, seed: int = 0, **kwargs) -> list[dict]:
-    """Problems from the optional `reasoning-gym` package (e.g. "gsm_symbolic"); its
-    seeds give disjoint draws, so use different seeds for train and test."""
-    import reasoning_gym  # optional: pip install reasoning-gym
+def reasoning_gym_problems(name: str, n: int, seed: int = 0, split: Split = "train", **kwargs) -> list[dict]:
+    """Problems from a dataset of the optional `reasoning-gym` package ("gsm_symbolic",
+    "chain_sum", ...; kwargs go to its config), split by question hash like the others.
+    Only numeric answers qualify, since the math reward scores the task: a dataset that
+    answers "True" or "3/4" is a ValueError naming it, not a reward that is always 0."""
+    reasoning_gym = _import_reasoning_gym()
+    # Items are generated on access (item i from Random(seed + i)), so a large size costs nothing.
+    data = reasoning_gym.create_dataset(name, size=_max_draws(n), seed=seed, **kwargs)
+    return _take((_reasoning_gym_problem(name, e) for e in data), n, split)
 
-    data = reasoning_gym.create_dataset(name, size=n, seed=seed, **kwargs)
-    return [_problem(e["question"], e["answer"], str(e["answer"])) for e in data]
+
+def _import_reasoning_gym():
+    try:
+        import reasoning_gym
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("the reasoning_gym:<dataset> tasks need the reasoning-gym package: "
+                                  "pip install reasoning-gym", name="reasoning_gym") from None
+    return reasoning_gym
+
+
+def _reasoning_gym_problem(name: str, entry: dict) -> dict:
+    answer = _exact_number(entry["answer"])
+    if answer is None:
+        raise ValueError(f"reasoning_gym:{name} has a non-numeric answer {entry['answer']!r}; lmforge "
+                         f"scores tasks with the math reward, so pick a dataset with numeric answers "
+                         f"(gsm_symbolic, basic_arithmetic, chain_sum, products, ...)")
+    # gsm_symbolic ships a worked solution ending in "#### N", better SFT data than the bare answer.
+    solution = entry.get("metadata", {}).get("answer_cot") or entry["answer"]
+    return _problem(entry["question"], answer, solution)
+
+
+def _exact_number(text: str) -> int | float | None:
+    """The answer as a number if the math reward reads exactly that number from it ("-14282",
+    "4471.6021"); None otherwise ("True", "3/4", "45a", and "6.1e-05", read as 5)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    if extract_answer(str(text)) != value:
+        return None
+    return int(text) if str(text).strip().lstrip("-").isdigit() else value
 
 
 def make_problems(task: str, n: int, seed: int, split: Split, max_operand: int = 20) -> list[dict]:
-    """By name: "arithmetic", "compare", "word", or "reasoning_gym:<dataset>" (seed offset
-    for test). max_operand bounds the numbers of arithmetic and compare."""
+    """By name: "arithmetic", "compare", "word", or "reasoning_gym:<dataset>". max_operand
+    bounds the numbers of arithmetic and compare."""
     if task == "arithmetic":
         return arithmetic_problems(n, seed, split, max_operand)
     if task == "compare":
@@ -133,7 +168,7 @@ def make_problems(task: str, n: int, seed: int, split: Split, max_operand: int =
     if task == "word":
         return word_problems(n, seed, split)
     if task.startswith("reasoning_gym:"):
-        return reasoning_gym_problems(task.partition(":")[2], n, seed + (10**6 if split == "test" else 0))
+        return reasoning_gym_problems(task.partition(":")[2], n, seed, split)
     raise ValueError(f"unknown task {task!r}: arithmetic | compare | word | reasoning_gym:<name>")
 
 
@@ -164,14 +199,21 @@ def _problem(question: str, answer, solution: str) -> dict:
 
 
 def _draw(make: Callable[[random.Random], dict], n: int, seed: int, split: Split) -> list[dict]:
-    """n problems from `split`; test problems are distinct (a repeat would be counted twice),
-    so a small question space may yield fewer than n."""
     rng = random.Random(seed)
+    return _take((make(rng) for _ in range(_max_draws(n))), n, split)
+
+
+def _max_draws(n: int) -> int:
+    return 200 * n + 1000  # bounded: a tiny question space must not loop forever
+
+
+def _take(candidates: Iterable[dict], n: int, split: Split) -> list[dict]:
+    """The first n candidates in `split`; test problems are distinct (a repeat would be
+    counted twice), so a small question space may yield fewer than n."""
     out, seen = [], set()
-    for _ in range(200 * n + 1000):  # bounded: a tiny question space must not loop forever
+    for p in candidates:
         if len(out) == n:
             break
-        p = make(rng)
         question = p["messages"][-1]["content"]
         if in_split(question, split) and not (split == "test" and question in seen):
             seen.add(question)

@@ -22,10 +22,11 @@ import torch
 
 from lmforge.errors import InputError
 from lmforge.model.hub import load_model
-from lmforge.model.peft import CONFIG_FILE, PromptTuned, load_adapter, merge_and_unload
+from lmforge.model.peft import CONFIG_FILE, load_adapter, merge_and_unload
 from lmforge.stages.common import export_model
 from lmforge.tokenizer import Tokenizer
 
+UNMERGEABLE = {"PROMPT_TUNING": "prompt-tuning", "LMFORGE_BOTTLENECK": "bottleneck (Houlsby)"}
 HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
 
 
@@ -40,9 +41,12 @@ def convert(cfg: ConvertConfig) -> Path:
     if not cfg.src or not cfg.dst:
         raise InputError("usage: lmforge convert SRC DST")
     model, tok = load_pretrained(cfg.src, dtype=getattr(torch, cfg.dtype))
-    if isinstance(model, PromptTuned):
-        raise InputError("a prompt-tuning adapter cannot be merged into weights; "
-                         "load it with its base instead", cfg.src)
+    kind = getattr(model, "peft_config", {}).get("peft_type")
+    if kind in UNMERGEABLE:
+        # Virtual tokens are inputs and Houlsby adapters are extra non-linear layers: neither
+        # is a weight update that a plain Llama checkpoint could hold.
+        raise InputError(f"a {UNMERGEABLE[kind]} adapter cannot be merged into weights; use the "
+                         "adapter directory itself (chat, generate and sft load its base)", cfg.src)
     model = merge_and_unload(model)
     export_model(model, tok, Path(cfg.dst))
     print(f"{cfg.src} -> {cfg.dst}: {model.num_params() / 1e6:.1f}M parameters, "

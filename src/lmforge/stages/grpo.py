@@ -67,10 +67,10 @@ class GRPOConfig(RunOptions):
 def grpo(cfg: GRPOConfig):
     rt = Runtime.setup(cfg.device, cfg.dtype, cfg.seed)
     run_dir = Path(cfg.run_dir)
-    model, tok = load_policy(cfg.model, cfg.tokenizer, cfg.peft, cfg.lora, rt)
-    t = cfg.task
+    t = cfg.task  # problems first: a bad task name fails before a model is loaded
     train_problems = make_problems(t.name, t.train_problems, cfg.seed, "train", t.max_operand)
     test_problems = make_problems(t.name, t.eval_problems, cfg.seed + 1, "test", t.max_operand)
+    model, tok = load_policy(cfg.model, cfg.tokenizer, cfg.peft, cfg.lora, rt)
     render = lambda ps: [render_prompt(tok, _messages(p, t.system_prompt)) for p in ps]  # noqa: E731
     decode = lambda ids: tok.decode(ids, skip_special=True)  # noqa: E731
     stops, pad_id = set(stop_ids(tok)), tok.pad_id or 0

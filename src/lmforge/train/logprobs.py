@@ -1,6 +1,7 @@
 """Per-token log-probabilities and masked reductions, shared by the alignment objectives.
 
-    logps = token_logprobs(model(x), labels)          # (B, T); 0 where labels == -100
+    logps = policy_logprobs(model, x, labels)         # (B, T); 0 where labels == -100
+    logps = token_logprobs(logits, labels)            # the same from logits you already have
     seq = masked_sum(logps, labels != IGNORE_INDEX)   # (B,) sequence log-likelihoods
     ref = frozen_reference(model)                     # or adapter_reference(model) for LoRA
     ref_logps = ref(x, labels)                        # no grad, same shape as logps
@@ -15,19 +16,13 @@ import copy
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-from lmforge.train.objectives.lm import IGNORE_INDEX
+from lmforge.train.head_loss import IGNORE_INDEX, model_token_logprobs, token_logprobs
+
+__all__ = ["label_mask", "masked_mean", "masked_sum", "policy_logprobs", "token_logprobs",
+           "frozen_reference", "adapter_reference", "ReferenceFn"]
 
 ReferenceFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """logits (B, T, V), labels (B, T) -> log p(label) (B, T) in fp32, 0 on ignored labels."""
-    # cross_entropy fuses log_softmax + gather without materialising (B, T, V) log-probs twice.
-    nll = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
-                          ignore_index=IGNORE_INDEX, reduction="none")
-    return -nll.view(labels.shape)
 
 
 def label_mask(labels: torch.Tensor) -> torch.Tensor:
@@ -46,7 +41,8 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = -1) -> to
 
 
 def policy_logprobs(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return token_logprobs(model(input_ids), labels)
+    """log p(label) (B, T) under the model, through the fused head (no (B, T, V) logits)."""
+    return model_token_logprobs(model, input_ids, labels)
 
 
 def frozen_reference(model) -> ReferenceFn:

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from lmforge.train.logprobs import ReferenceFn, label_mask, masked_sum, token_logprobs
+from lmforge.train.logprobs import ReferenceFn, label_mask, masked_sum, policy_logprobs
 
 LossType = Literal["sigmoid", "ipo"]
 
@@ -50,7 +50,7 @@ def dpo_objective(beta: float = 0.1, loss_type: LossType = "sigmoid",
         input_ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
         labels = torch.cat([batch["chosen_labels"], batch["rejected_labels"]])
         mask = label_mask(labels)
-        policy = masked_sum(token_logprobs(model(input_ids), labels), mask)
+        policy = masked_sum(policy_logprobs(model, input_ids, labels), mask)
         if "ref_chosen_logps" in batch:
             ref = torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]]).float()
         elif reference is not None:

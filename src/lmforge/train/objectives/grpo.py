@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from lmforge.train.logprobs import label_mask, masked_mean, masked_sum, token_logprobs
+from lmforge.train.logprobs import label_mask, masked_mean, masked_sum, policy_logprobs
 
 LossNorm = Literal["token", "sequence"]
 
@@ -71,7 +71,7 @@ def grpo_objective(clip_eps: float = 0.2, clip_eps_high: float | None = None,
     def objective(model, batch: dict) -> tuple[torch.Tensor, dict]:
         labels = batch["labels"]
         mask = label_mask(labels)
-        logps = token_logprobs(model(batch["input_ids"]), labels)
+        logps = policy_logprobs(model, batch["input_ids"], labels)
         # One update per rollout: the sampling policy is the current one, so old = detached
         # current (ratio 1, clipping inactive); a reused rollout carries its own old_logps.
         old = batch.get("old_logps")
