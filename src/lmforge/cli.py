@@ -17,6 +17,7 @@ import sys
 import typing
 
 from lmforge.config import ConfigError, field_comments, load_config
+from lmforge.errors import InputError
 
 # command -> (module, config class, stage function, positional field names, one-line help)
 STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
@@ -59,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg = load_config(config_cls, _positionals_to_overrides(rest, positional))
-    except ConfigError as e:
+        getattr(module, func_name)(cfg)
+    except (ConfigError, InputError) as e:  # the user's to fix: the message, not a traceback
         print(f"lmforge {command}: {e}", file=sys.stderr)
         return 2
-    getattr(module, func_name)(cfg)
     return 0
 
 

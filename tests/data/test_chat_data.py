@@ -95,8 +95,35 @@ def test_packing_fills_rows_without_exceeding_seq_len(tok):
     convs = [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]] * 10
     examples, _ = tokenize_conversations(tok, convs, seq_len=64)
     rows = pack_examples(examples, seq_len=64)
-    assert len(rows) < len(examples) and all(len(ids) <= 65 for ids, _ in rows)
-    assert sum(len(ids) for ids, _ in rows) == sum(len(ids) for ids, _ in examples)
+    assert len(rows) < len(examples) and all(len(ids) <= 65 for ids, _, _ in rows)
+    assert sum(len(ids) for ids, _, _ in rows) == sum(len(ids) for ids, _ in examples)
     batches = ChatBatches(examples, batch_size=2, seq_len=64, pad_id=tok.pad_id, pack=True,
                           fixed_shape=True)
     assert next(batches)["input_ids"].shape == (2, 64)
+
+
+def test_packed_conversations_compute_exactly_what_they_compute_alone(tok):
+    from lmforge.model.transformer import Transformer
+    from lmforge.train.objectives.lm import lm_objective, segment_attention
+    from tests.conftest import tiny_config
+
+    convs = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+             for q, a in [("Hi", "Hello there."), ("What is 3 + 4?", "7."), ("Bye", "See you!")]]
+    examples, _ = tokenize_conversations(tok, convs, seq_len=128)
+    packed = collate(pack_examples(examples, seq_len=128), tok.pad_id, width=100)
+    assert packed["segments"].shape == (1, 100) and packed["segments"].max().item() == 2
+    assert (packed["segments"][0, sum(len(ids) for ids, _ in examples) - 1:] == -1).all()  # padding
+    torch.manual_seed(0)
+    model = Transformer(tiny_config(vocab_size=tok.vocab_size, initializer_range=0.2))
+    logits = model(packed["input_ids"], **segment_attention(packed["segments"]))
+    start = 0
+    for ids, _ in examples:
+        alone = model(torch.tensor([ids[:-1]]))
+        torch.testing.assert_close(logits[:, start:start + len(ids) - 1], alone, atol=1e-5, rtol=1e-5)
+        start += len(ids)
+    # The loss over the packed row equals the token-weighted loss of the conversations alone.
+    alone = [collate([e], tok.pad_id) for e in examples]
+    n = [int((b["labels"] != -100).sum()) for b in alone]
+    expected = sum(k * lm_objective(model, b)[0].item() for k, b in zip(n, alone)) / sum(n)
+    loss, metrics = lm_objective(model, packed)
+    assert loss.item() == pytest.approx(expected, rel=1e-5) and int(metrics["tokens"]) == sum(n)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmforge.config import load_config
+from lmforge.config import ConfigError, load_config
 from lmforge.model.hub import read_safetensors
 from lmforge.stages.chat import ChatConfig, chat
 from lmforge.stages.check import CheckConfig, check
@@ -32,6 +32,14 @@ def test_full_sft_writes_an_hf_checkpoint_and_learns(chat_model_dir, chat_file, 
     model, tok = load_pretrained(tmp_path / "model")
     assert model.config.vocab_size == 512 and tok.chat_template
     assert (tmp_path / "report.md").exists()
+
+
+def test_packed_sft_learns_and_refuses_prompt_tuning(chat_model_dir, chat_file, tmp_path):
+    result = sft(sft_config(chat_model_dir, chat_file, tmp_path / "a", "--data.pack", "true",
+                            "--loop.max_steps", "12", "--peft", "lora", "--optim.lr", "1e-2"))
+    assert result.losses[-1] < result.losses[0]
+    with pytest.raises(ConfigError, match="pack"):
+        sft(sft_config(chat_model_dir, chat_file, tmp_path / "b", "--data.pack", "true", "--peft", "prompt"))
 
 
 def test_lora_sft_saves_peft_adapter_and_resumes_exactly(chat_model_dir, chat_file, tmp_path):

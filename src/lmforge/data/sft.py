@@ -5,16 +5,18 @@
     batch = next(batches)     # {"input_ids": (B, T), "labels": (B, T)}; -100 = not trained
     state = batches.state_dict()   # exact resume, as PackedBatches
 
-Cross-contamination. Our attention is plain causal SDPA (no per-document mask), so a
-token can see every earlier token in its row. By default each row therefore holds ONE
-conversation, right-padded: padding comes after the real tokens, so causal attention never
-lets a real token see it, and nothing from another conversation is visible. Rows are
-padded only to the longest row of their batch (less wasted compute on CPU); set
-`fixed_shape` for static (B, seq_len) shapes under torch.compile or CUDA graphs.
-`pack=True` concatenates conversations (each starting with its BOS) up to seq_len+1 tokens
-per row for throughput on short chats: the loss still covers only assistant tokens, but
-a later conversation attends to earlier ones in its row; positions are not reset, since
-without a document mask a reset would not stop that leak. Use it knowingly.
+By default each row holds ONE conversation, right-padded: padding comes after the real
+tokens, so causal attention never lets a real token see it. Rows are padded only to the
+longest row of their batch (less wasted compute on CPU); set `fixed_shape` for static
+(B, seq_len) shapes under torch.compile or CUDA graphs.
+
+`pack=True` concatenates conversations up to seq_len+1 tokens per row (fewer pad tokens
+on short chats) and adds `segments` (B, T): which conversation of its row each token
+belongs to (-1 for padding). `lm_objective` turns them into a block-diagonal causal mask
+and positions that restart at 0 per conversation, so a packed conversation computes
+exactly what it would alone: no attention across conversations (tests check the logits).
+The price on a GPU: a dense mask rules out the flash kernel (SDPA falls back to the
+memory-efficient one).
 
 Conversations longer than seq_len+1 tokens are cut at the end; `TokenizeStats` counts
 them, and drops (and counts) any left with no trained token.
@@ -32,6 +34,7 @@ from lmforge.tokenizer.chat import TrainOn, render_with_mask
 from lmforge.train.objectives.lm import IGNORE_INDEX
 
 Example = tuple[list[int], list[bool]]  # token ids, trained-on mask
+PackedRow = tuple[list[int], list[bool], list[int]]  # ids, mask, conversation index per token
 
 
 @dataclass
@@ -68,31 +71,39 @@ def tokenize_conversations(tok, conversations: list[list[dict]], seq_len: int,
     return examples, stats
 
 
-def pack_examples(examples: list[Example], seq_len: int) -> list[Example]:
-    """Greedily concatenate examples in order into rows of at most seq_len + 1 tokens."""
-    rows: list[Example] = []
-    ids, mask = [], []
+def pack_examples(examples: list[Example], seq_len: int) -> list[PackedRow]:
+    """Greedily concatenate examples in order into rows of at most seq_len + 1 tokens,
+    remembering which conversation each token came from."""
+    rows: list[PackedRow] = []
+    ids, mask, segments = [], [], []
     for e_ids, e_mask in examples:
         if ids and len(ids) + len(e_ids) > seq_len + 1:
-            rows.append((ids, mask))
-            ids, mask = [], []
-        ids, mask = ids + e_ids, mask + e_mask
+            rows.append((ids, mask, segments))
+            ids, mask, segments = [], [], []
+        segment = segments[-1] + 1 if segments else 0
+        ids, mask, segments = ids + e_ids, mask + e_mask, segments + [segment] * len(e_ids)
     if ids:
-        rows.append((ids, mask))
+        rows.append((ids, mask, segments))
     return rows
 
 
-def collate(rows: list[Example], pad_id: int, width: int | None = None) -> dict:
-    """Rows -> input_ids (B, T) and labels (B, T), T = longest row - 1 (or `width`)."""
-    T = width if width is not None else max(len(ids) for ids, _ in rows) - 1
+def collate(rows: list[Example] | list[PackedRow], pad_id: int, width: int | None = None) -> dict:
+    """Rows -> input_ids (B, T) and labels (B, T), T = longest row - 1 (or `width`); packed
+    rows add segments (B, T), -1 on padding."""
+    T = width if width is not None else max(len(row[0]) for row in rows) - 1
     input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
-    for r, (ids, mask) in enumerate(rows):
+    packed = len(rows[0]) == 3
+    segments = torch.full((len(rows), T), -1, dtype=torch.long)
+    for r, (ids, mask, *seg) in enumerate(rows):
         n = len(ids) - 1
         ids_t, mask_t = torch.tensor(ids), torch.tensor(mask)
         input_ids[r, :n] = ids_t[:-1]
         labels[r, :n] = torch.where(mask_t[1:], ids_t[1:], IGNORE_INDEX)
-    return {"input_ids": input_ids, "labels": labels}
+        if packed:
+            segments[r, :n] = torch.tensor(seg[0][:-1])
+    batch = {"input_ids": input_ids, "labels": labels}
+    return {**batch, "segments": segments} if packed else batch
 
 
 class ChatBatches:

@@ -76,9 +76,9 @@ def generate(model: Transformer | PromptTuned, prompts: list[list[int]], max_new
              generator: torch.Generator | None = None, compile: bool = False) -> Generation:
     """Generate up to max_new_tokens for each prompt; on_token(row, token) streams.
 
-    compile=True runs each decode step through torch.compile (CUDA graphs on a GPU): every
-    step has the same shapes, so one graph replays per token instead of ~10 kernel
-    launches per layer from Python.
+    compile=True runs each decode step through torch.compile and, on a GPU, captures it
+    into one CUDA graph: every step has the same shapes, so one graph replays per token
+    instead of ~10 kernel launches per layer from Python.
     """
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. BOS)")
@@ -117,7 +117,10 @@ def generate(model: Transformer | PromptTuned, prompts: list[list[int]], max_new
     logits = model(ids, positions=positions, cache=cache, attn_mask=mask[:, None],
                    cache_position=prompt_slots)[:, -1]
     cache.advance(P)
-    step = _compiled_decode_step(device) if compile else _decode_step
+    step = _compiled_decode_step() if compile else _decode_step
+    graphed = compile and device.type == "cuda"
+    # Whether every row is done costs a host sync: on a GPU ask every 8 steps, not every step.
+    check_every = 8 if device.type == "cuda" else 1
 
     stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     out, out_logprobs = [], []
@@ -136,11 +139,13 @@ def generate(model: Transformer | PromptTuned, prompts: list[list[int]], max_new
         is_stop = torch.isin(token, stop) & ~done
         hit_stop |= is_stop
         done |= is_stop
-        if t == new_slots - 1 or bool(done.all()):
+        if t == new_slots - 1 or (t % check_every == check_every - 1 and bool(done.all())):
             break
         key_valid[:, cache.length] = True
-        logits = step(model, token[:, None], next_pos, cache, slots[cache.length:cache.length + 1],
-                      key_valid[:, None, None, :])
+        inputs = (token[:, None], next_pos, slots[cache.length:cache.length + 1], key_valid[:, None, None, :])
+        if graphed and not isinstance(step, CUDAGraphStep):
+            step = CUDAGraphStep(step, model, cache, inputs)
+        logits = step(model, token[:, None], next_pos, cache, *inputs[2:])
         cache.advance(1)
         next_pos = next_pos + 1
 
@@ -158,15 +163,47 @@ def _decode_step(model, token, positions, cache, cache_position, attn_mask):
                  cache_position=cache_position)[:, -1]
 
 
-_COMPILED_STEPS: dict = {}
+_COMPILED_STEP = None
 
 
-def _compiled_decode_step(device: torch.device):
-    """torch.compile'd `_decode_step`, built once per device type; CUDA graphs on GPUs."""
-    if device.type not in _COMPILED_STEPS:
-        mode = "reduce-overhead" if device.type == "cuda" else None
-        _COMPILED_STEPS[device.type] = torch.compile(_decode_step, mode=mode, fullgraph=True)
-    return _COMPILED_STEPS[device.type]
+def _compiled_decode_step():
+    """torch.compile'd `_decode_step` (fused kernels), built once per process. No CUDA
+    graphs here: torch.compile skips them for steps that write into their inputs (the KV
+    cache), so `CUDAGraphStep` captures the compiled step itself."""
+    global _COMPILED_STEP
+    if _COMPILED_STEP is None:
+        _COMPILED_STEP = torch.compile(_decode_step, fullgraph=True)
+    return _COMPILED_STEP
+
+
+class CUDAGraphStep:
+    """A decode step captured once into a CUDA graph, then replayed for every token.
+
+    The graph reads its inputs from, and writes the logits to, fixed buffers; each call
+    copies the new token, positions, cache slot and mask in, replays, and returns the
+    logits buffer (valid until the next call). The KV cache is written in place at the
+    slot given, so one capture serves a whole `generate` call. Capture happens on the
+    first step's real inputs, after a warm-up run on a side stream (as CUDA requires); the
+    warm-up writes the same cache slot the first replay then writes again.
+    """
+
+    def __init__(self, fn, model, cache: KVCache, inputs: tuple[torch.Tensor, ...]):
+        self.inputs = [x.clone() for x in inputs]  # token, positions, cache_position, mask
+        run = lambda: fn(model, self.inputs[0], self.inputs[1], cache, *self.inputs[2:])  # noqa: E731
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            run()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = run()
+
+    def __call__(self, model, token, positions, cache, cache_position, attn_mask) -> torch.Tensor:
+        for buffer, x in zip(self.inputs, (token, positions, cache_position, attn_mask)):
+            buffer.copy_(x)
+        self.graph.replay()
+        return self.logits
 
 
 def _lengths(out: torch.Tensor, hit_stop: torch.Tensor, stop: torch.Tensor) -> list[int]:

@@ -23,6 +23,7 @@ from typing import Literal
 
 import torch
 
+from lmforge.config import ConfigError
 from lmforge.data.chat import ChatReadStats, read_conversations
 from lmforge.data.sft import ChatBatches, iter_chat_eval_batches, tokenize_conversations
 from lmforge.eval.loss import evaluate_loss, token_byte_lengths
@@ -49,7 +50,7 @@ class ChatDataConfig:
     val_fraction: float = 0.05  # share of train held out when `val` is empty
     seq_len: int = 256  # max tokens per row (longer conversations are cut, and counted)
     batch_size: int = 16  # rows per micro-batch
-    pack: bool = False  # concatenate conversations per row (see data/sft.py on contamination)
+    pack: bool = False  # concatenate conversations per row, each attending only to itself
     fixed_shape: bool = False  # pad every batch to seq_len (static shapes for compile)
     train_on: Literal["all", "last"] = "all"  # which assistant turns carry loss
     on_error: Literal["raise", "skip"] = "raise"  # malformed records: fail or count and skip
@@ -82,6 +83,8 @@ class SFTConfig(RunOptions):
 
 
 def sft(cfg: SFTConfig):
+    if cfg.data.pack and cfg.peft == "prompt":  # virtual tokens would need their own mask rows
+        raise ConfigError("data.pack does not combine with peft=prompt; turn one off")
     rt = Runtime.setup(cfg.device, cfg.dtype, cfg.seed)
     run_dir = Path(cfg.run_dir)
     model, tok = load_pretrained(cfg.model, rt.device)

@@ -166,15 +166,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 None, None, None, None)
 
 
-def model_cross_entropy(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The model's mean next-token loss, through the fused head where the weight allows."""
+def model_cross_entropy(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
+                        **model_kwargs) -> torch.Tensor:
+    """The model's mean next-token loss, through the fused head where the weight allows;
+    model_kwargs (positions, attn_mask) go to the model."""
     weight = head_weight(model)
     if not fusable(weight):
-        logits = model(input_ids)
+        logits = model(input_ids, **model_kwargs)
         return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
                                                  ignore_index=IGNORE_INDEX)
     # A compiled model gets a compiled head too (whole-model compile cannot trace the loop).
-    return linear_cross_entropy(model(input_ids, return_hidden=True), weight, labels,
+    return linear_cross_entropy(model(input_ids, return_hidden=True, **model_kwargs), weight, labels,
                                 compiled=is_compiled(model))
 
 

@@ -4,7 +4,8 @@
 
 Labels equal to -100 are ignored, which is how SFT trains on assistant tokens only. The
 loss goes through the fused head (train/head_loss.py): the (tokens × vocab) logits are
-never materialised whole.
+never materialised whole. A batch with `segments` (packed rows, data/sft.py) attends only
+within each segment, with positions restarting per segment.
 """
 
 from __future__ import annotations
@@ -13,10 +14,24 @@ import torch
 
 from lmforge.train.head_loss import IGNORE_INDEX, model_cross_entropy
 
-__all__ = ["IGNORE_INDEX", "lm_objective"]
+__all__ = ["IGNORE_INDEX", "lm_objective", "segment_attention"]
 
 
 def lm_objective(model, batch: dict) -> tuple[torch.Tensor, dict]:
     labels = batch["labels"]
-    loss = model_cross_entropy(model, batch["input_ids"], labels)
+    packing = segment_attention(batch["segments"]) if "segments" in batch else {}
+    loss = model_cross_entropy(model, batch["input_ids"], labels, **packing)
     return loss, {"tokens": (labels != IGNORE_INDEX).sum()}
+
+
+def segment_attention(segments: torch.Tensor) -> dict:
+    """segments (B, T) -> the model's `attn_mask` (B, 1, T, T): causal and within a segment
+    only, and `positions` (B, T): the index of each token inside its segment."""
+    B, T = segments.shape
+    idx = torch.arange(T, device=segments.device)
+    causal = idx[None, :] <= idx[:, None]
+    mask = (segments[:, :, None] == segments[:, None, :]) & causal
+    is_start = torch.ones_like(segments, dtype=torch.bool)
+    is_start[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    start = torch.cummax(torch.where(is_start, idx, 0), dim=1).values
+    return {"attn_mask": mask[:, None], "positions": idx - start}
