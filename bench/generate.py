@@ -5,8 +5,9 @@
 
 Random weights, 128-token random prompts, greedy decoding with no early stop, so every
 row produces exactly --new_tokens tokens. Also checks that the engine's greedy output
-equals decoding by repeated full forward passes (no cache) on a short run.
-Prints one JSON object.
+equals decoding by repeated full forward passes (no cache) on a short run, and counts
+the operators each implementation dispatches per generated token in eager mode (about
+its kernel launches per token on a GPU). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -33,14 +34,37 @@ def timed(fn, device) -> float:
     return time.perf_counter() - t0
 
 
-def greedy_matches_no_cache(model, vocab: int, device, steps: int = 16) -> bool:
+def greedy_matches_no_cache(model, vocab: int, device, steps: int = 16, compile: bool = False) -> bool:
     prompt = torch.randint(0, vocab, (1, 32), generator=torch.Generator().manual_seed(1)).tolist()
-    fast = generate(model, prompt, steps, Sampling(temperature=0)).tokens[0]
+    fast = generate(model, prompt, steps, Sampling(temperature=0), compile=compile).tokens[0]
     seq = list(prompt[0])
     with torch.no_grad():
         for _ in range(steps):
             seq.append(int(model(torch.tensor([seq], device=device))[0, -1].argmax()))
     return fast == seq[32:]
+
+
+def ops_per_token(generate_n) -> float:
+    """Operators dispatched per generated token in eager mode, views excluded: about the
+    kernels a GPU launches per token, the host cost that bounds small-batch decoding.
+    Measured as (ops for 33 new tokens - ops for 1) / 32, so the prefill cancels out."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += not func.is_view
+            return func(*args, **(kwargs or {}))
+
+    counts = []
+    for n in (1, 33):
+        with Count() as c:
+            generate_n(n)
+        counts.append(c.n)
+    return (counts[1] - counts[0]) / 32
 
 
 def main() -> None:
@@ -64,7 +88,14 @@ def main() -> None:
     model.to(rt.dtype)
     results = {"bench": "generate", "depth": args.depth, "compile": args.compile, "prompt_tokens": args.prompt_tokens,
                "new_tokens": args.new_tokens, **rt.describe(),
-               "greedy_equals_no_cache": greedy_matches_no_cache(model, args.vocab, rt.device)}
+               "greedy_equals_no_cache": greedy_matches_no_cache(model, args.vocab, rt.device, compile=args.compile)}
+    prompt = torch.randint(0, args.vocab, (1, args.prompt_tokens)).tolist()
+    results["lmforge_eager_ops_per_token"] = ops_per_token(
+        lambda n: generate(model, prompt, n, Sampling(temperature=0)))
+    if hf is not None:
+        ids = torch.tensor(prompt, device=rt.device)
+        results["transformers_ops_per_token"] = ops_per_token(
+            lambda n: hf.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False))
     for bs in args.batch_sizes:
         prompts = torch.randint(0, args.vocab, (bs, args.prompt_tokens)).tolist()
         run = lambda: generate(model, prompts, args.new_tokens, Sampling(temperature=0),  # noqa: E731

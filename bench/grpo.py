@@ -47,11 +47,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--prompts", type=int, default=4, help="prompts per step")
     ap.add_argument("--group", type=int, default=4, help="completions per prompt")
+    ap.add_argument("--micro_batch", type=int, default=0, help="completions per training micro-batch (0 = all)")
     ap.add_argument("--max_new_tokens", type=int, default=16)
     ap.add_argument("--eval_problems", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--kl_coef", type=float, default=0.0)
     ap.add_argument("--peft", default="none", choices=["none", "lora"])
+    ap.add_argument("--compile", action="store_true", help="compiled decode step for rollouts and eval")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--run_dir", default="")
@@ -67,9 +69,11 @@ def main() -> None:
             "task": {"name": args.task, "train_problems": max(64, args.steps * args.prompts),
                      "eval_problems": args.eval_problems, "eval_max_new_tokens": args.max_new_tokens},
             "rollout": {"group_size": args.group, "prompts_per_batch": args.prompts,
-                        "max_new_tokens": args.max_new_tokens},
+                        "max_new_tokens": args.max_new_tokens, "compile": args.compile,
+                        "micro_batch_size": args.micro_batch},
             "kl_coef": args.kl_coef, "optim": {"lr": args.lr},
-            "loop": {"max_steps": args.steps, "progress": False, "eval_every_steps": 10**9},
+            "loop": {"max_steps": args.steps, "progress": False, "eval_every_steps": 10**9,
+                     "log_every_steps": 1},
             "device": args.device, "dtype": args.dtype, "tensorboard": False})
         t0 = time.perf_counter()
         summary = grpo(cfg)
@@ -81,7 +85,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     print(json.dumps({
         "bench": "grpo", "model": args.model or "random-tiny", "task": args.task, "device": device,
-        "steps": args.steps, "prompts_per_step": args.prompts, "group_size": args.group,
+        "steps": args.steps, "prompts_per_step": args.prompts, "compile_decode": args.compile, "group_size": args.group,
         "max_new_tokens": args.max_new_tokens,
         "accuracy_before": summary["accuracy_before"], "accuracy_after": summary["accuracy_after"],
         "eval_problems": summary["eval_problems"],

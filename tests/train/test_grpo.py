@@ -97,6 +97,23 @@ def test_rollout_batch_shapes_masks_and_resume(tiny_model):
     assert all(torch.equal(next(resumed)["input_ids"], w) for w in want)
 
 
+def test_rollout_micro_batches_split_one_rollout_and_resume_mid_rollout(tiny_model):
+    whole = next(_source(tiny_model, updates_per_rollout=2))
+    source = _source(tiny_model, updates_per_rollout=2, micro_batch_size=5)
+    assert source.micro_batches_per_rollout == 3  # 12 completions: 5 + 5 + 2
+    parts = [next(source) for _ in range(3)]
+    assert [p["input_ids"].shape[0] for p in parts] == [5, 5, 2]
+    for key in ("input_ids", "labels", "advantages", "old_logps"):
+        torch.testing.assert_close(torch.cat([p[key] for p in parts]), whole[key])
+    assert parts[0]["metrics"] == parts[2]["metrics"]  # one rollout's statistics
+    next(source)  # the second update's first micro-batch
+    saved = source.state_dict()
+    want = [next(source)["input_ids"] for _ in range(5)]  # crosses into the next rollout
+    resumed = _source(tiny_model, updates_per_rollout=2, micro_batch_size=5)
+    resumed.load_state_dict(saved)
+    assert all(torch.equal(next(resumed)["input_ids"], w) for w in want)
+
+
 def _grpo_parts(tmp_path, steps, kl=False, seed=0, save_every=0):
     rt = Runtime.setup("cpu", "float32", seed)
     model = Transformer(tiny_config())

@@ -175,14 +175,15 @@ def make_problems(task: str, n: int, seed: int, split: Split, max_operand: int =
 def evaluate_accuracy(model, prompt_ids: list[list[int]], problems: list[dict],
                       decode: Callable[[list[int]], str], reward=math_reward,
                       max_new_tokens: int = 32, batch_size: int = 64,
-                      stop_ids: set[int] | frozenset = frozenset(), pad_id: int = 0) -> dict:
+                      stop_ids: set[int] | frozenset = frozenset(), pad_id: int = 0,
+                      compile: bool = False) -> dict:
     """Greedy accuracy: the mean of `reward` over problems (prompts already rendered)."""
     was_training = model.training
     model.eval()
     scores, samples = [], []
     for start in range(0, len(problems), batch_size):
         out = generate(model, prompt_ids[start:start + batch_size], max_new_tokens,
-                       Sampling(temperature=0.0), stop_ids=stop_ids, pad_id=pad_id)
+                       Sampling(temperature=0.0), stop_ids=stop_ids, pad_id=pad_id, compile=compile)
         for problem, tokens in zip(problems[start:start + batch_size], out.tokens):
             text = decode(tokens)
             scores.append(float(reward(text, problem)))

@@ -13,7 +13,7 @@ length, KL and the share of step time spent generating.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -80,7 +80,7 @@ def grpo(cfg: GRPOConfig):
     rewards = load_rewards(cfg.rewards)
     held_out_accuracy = lambda: evaluate_accuracy(  # noqa: E731
         model, test_prompts, test_problems, decode, rewards[0], t.eval_max_new_tokens,
-        stop_ids=stops, pad_id=pad_id)
+        stop_ids=stops, pad_id=pad_id, compile=cfg.rollout.compile)
     evaluate = lambda step: {f"eval/{k}": v for k, v in held_out_accuracy().items()  # noqa: E731
                              if k != "samples"}
     before = held_out_accuracy()
@@ -95,8 +95,10 @@ def grpo(cfg: GRPOConfig):
     objective = grpo_objective(cfg.clip_eps, cfg.clip_eps_high or None, cfg.kl_coef, cfg.loss_norm)
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
     optimizer = build_optimizer(model, cfg.optim, rt.device, model.config.hidden_size)
+    # loop.grad_accum_steps counts rollouts per optimizer step; each is served in micro-batches.
+    loop = replace(cfg.loop, grad_accum_steps=cfg.loop.grad_accum_steps * source.micro_batches_per_rollout)
     result = train(wrap_model(model, rt, cfg.compile), objective, source, optimizer,
-                   loop=cfg.loop, optim=cfg.optim, runtime=rt, log=log,
+                   loop=loop, optim=cfg.optim, runtime=rt, log=log,
                    checkpoint=policy_checkpointing(model, tok, run_dir / "model", cfg.peft, cfg.model),
                    evaluators=[Periodic(cfg.loop.eval_every_steps, evaluate)]
                    if cfg.loop.eval_every_steps < cfg.loop.max_steps else [], resume=cfg.resume)

@@ -131,7 +131,9 @@ _compiled_chunk_step = None
 def _compiled_step():
     global _compiled_chunk_step
     if _compiled_chunk_step is None:
-        _compiled_chunk_step = torch.compile(_chunk_step, dynamic=False)
+        # Default dynamic=None: the first new row count (a last chunk, a new batch width)
+        # recompiles once with a symbolic size instead of once per size.
+        _compiled_chunk_step = torch.compile(_chunk_step)
     return _compiled_chunk_step
 
 

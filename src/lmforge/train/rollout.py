@@ -12,8 +12,13 @@ tensors: `input_ids`, `labels` (completion tokens; -100 elsewhere), `rewards`,
 `advantages` (group-normalised), `old_logps` when a rollout serves several updates,
 `ref_logps` when a reference is given, and `metrics` (floats the objective passes on to
 the log). Any online objective (GRPO now; RLOO, PPO, online DPO later) can consume it.
-`state_dict()` holds the prompt position, the sampling generator and an unfinished
-reused rollout, so a resumed run samples exactly what the uninterrupted one would have.
+A rollout is generated as one batch (the engine is fastest wide) but trained on in
+micro-batches of `micro_batch_size` completions, one per `next()`, so long completions
+fit in memory: the GRPO stage sets the loop's gradient accumulation to
+`micro_batches_per_rollout`, making one optimizer step per rollout (μ with
+`updates_per_rollout`). `state_dict()` holds the prompt position, the sampling generator
+and the unserved micro-batches of the current rollout, so a resumed run samples exactly
+what the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ class RolloutConfig:
     top_p: float = 1.0  # nucleus sampling for rollouts (1 = off)
     top_k: int = 0  # top-k sampling for rollouts (0 = off)
     scale_advantages: bool = True  # divide by the group's reward std (GRPO); False = Dr. GRPO
-    updates_per_rollout: int = 1  # optimizer micro-steps per rollout batch (μ in GRPO)
+    updates_per_rollout: int = 1  # optimizer steps per rollout batch (μ in GRPO)
+    micro_batch_size: int = 0  # completions per training forward/backward (0 = the whole rollout)
+    compile: bool = False  # compiled decode step (one CUDA graph per token on a GPU)
 
 
 class RolloutSource:
@@ -60,28 +67,38 @@ class RolloutSource:
         device = next(policy.parameters()).device
         self.generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + rank)
         self.epoch, self.position = 0, 0
-        self.pending: dict | None = None  # a rollout batch still to be reused
-        self.uses_left = 0
+        self.queue: list[dict] = []  # micro-batches of the current rollout not yet served
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        if self.uses_left == 0:
-            self.pending = self._rollout()
-            self.uses_left = self.cfg.updates_per_rollout
-        self.uses_left -= 1
-        return self.pending
+        if not self.queue:
+            rollout = self._rollout()
+            self.queue = [self._select(rollout, s) for s in self._slices()] * self.cfg.updates_per_rollout
+        return self.queue.pop(0)
+
+    @property
+    def micro_batches_per_rollout(self) -> int:
+        return len(self._slices())
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position,
-                "generator": self.generator.get_state(), "pending": self.pending,
-                "uses_left": self.uses_left}
+                "generator": self.generator.get_state(), "queue": list(self.queue)}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position = state["epoch"], state["position"]
         self.generator.set_state(state["generator"])
-        self.pending, self.uses_left = state["pending"], state["uses_left"]
+        self.queue = list(state["queue"])
+
+    def _slices(self) -> list[slice]:
+        n = self.cfg.prompts_per_batch * self.cfg.group_size
+        size = self.cfg.micro_batch_size or n
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+    @staticmethod
+    def _select(batch: dict, rows: slice) -> dict:
+        return {k: v[rows] if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def _next_prompts(self) -> list[int]:
         """Indices of the next prompts: this rank's share of a per-epoch shuffle."""
@@ -107,7 +124,7 @@ class RolloutSource:
         t0 = time.perf_counter()
         out = generate(self.policy, prompts, cfg.max_new_tokens,
                        Sampling(cfg.temperature, cfg.top_k, cfg.top_p), stop_ids=self.stop_ids,
-                       pad_id=self.pad_id, generator=self.generator)
+                       pad_id=self.pad_id, generator=self.generator, compile=cfg.compile)
         generate_seconds = time.perf_counter() - t0
         texts = [self.decode(t) for t in out.tokens]
         scores = torch.tensor([[fn(text, p) for fn in self.rewards] for text, p in zip(texts, problems)],
@@ -116,13 +133,15 @@ class RolloutSource:
         advantages = group_advantages(rewards, G, cfg.scale_advantages)
         batch = self._pack(prompts, out.tokens)
         batch.update(rewards=rewards, advantages=advantages)
-        with torch.no_grad():
-            device = next(self.policy.parameters()).device
-            x, y = batch["input_ids"].to(device), batch["labels"].to(device)
-            if cfg.updates_per_rollout > 1:
-                batch["old_logps"] = policy_logprobs(self.policy, x, y).cpu()
-            if self.reference is not None:
-                batch["ref_logps"] = self.reference(x, y).cpu()
+        device = next(self.policy.parameters()).device
+        scorers = {"old_logps": policy_logprobs if cfg.updates_per_rollout > 1 else None,
+                   "ref_logps": (lambda _, x, y: self.reference(x, y)) if self.reference else None}
+        for name, score in scorers.items():
+            if score is not None:  # per micro-batch: the same memory bound as training
+                with torch.no_grad():
+                    batch[name] = torch.cat([
+                        score(self.policy, batch["input_ids"][s].to(device), batch["labels"][s].to(device)).cpu()
+                        for s in self._slices()])
         self.policy.train(was_training)
         batch["metrics"] = self._metrics(scores, rewards, out, generate_seconds)
         return batch
