@@ -79,7 +79,7 @@ case "${1:-}" in
     model="${SMOLLM2:-runs/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}"
     [ -f "$model" ] || { echo "no SmolLM2 at $model: see the staging note at the top"; exit 1; }
     run grpo_smollm2 "$PY" bench/grpo.py --model "$model" --task word --steps 60 --prompts 16 \
-      --group 8 --max_new_tokens 256 --eval_problems 200 --lr 1e-6 --compile
+      --group 8 --micro_batch 32 --max_new_tokens 256 --eval_problems 200 --lr 1e-6 --compile
     ;;
   *)
     sed -n '2,20p' "$0"; exit 2 ;;

@@ -18,7 +18,7 @@ from lmforge.train.optim import OptimConfig, build_optimizer
 from lmforge.train.parallel import wrap_model
 from tests.conftest import tiny_config
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def _model(**overrides):

@@ -98,7 +98,12 @@ class RolloutSource:
 
     @staticmethod
     def _select(batch: dict, rows: slice) -> dict:
-        return {k: v[rows] if torch.is_tensor(v) else v for k, v in batch.items()}
+        """Rows of a rollout, cut after their last scored column (the rollout is padded to
+        its longest completion; a micro-batch need not be)."""
+        part = {k: v[rows] if torch.is_tensor(v) else v for k, v in batch.items()}
+        scored = (part["labels"] != IGNORE_INDEX).any(0).nonzero()
+        width = int(scored[-1]) + 1 if len(scored) else 1
+        return {k: v[:, :width] if torch.is_tensor(v) and v.dim() == 2 else v for k, v in part.items()}
 
     def _next_prompts(self) -> list[int]:
         """Indices of the next prompts: this rank's share of a per-epoch shuffle."""
