@@ -10,9 +10,9 @@
 #   bash bench/gpu_suite.sh sft        # issue 4: SmolLM2-shape full FT vs LoRA, ours vs transformers+peft
 #   bash bench/gpu_suite.sh grpo       # issue 5: GRPO on SmolLM2-135M-Instruct (needs the model, below)
 #
-# The grpo part needs SmolLM2's GGUF (98 MB, over one call's 64 MiB carry limit): stage it in
-# two calls while the machine stays warm, e.g.
-#   split -b 50M runs/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf runs/gguf.part.
+# The grpo part needs SmolLM2's GGUF (98 MB, over one call's 64 MiB carry limit) and the
+# gguf package: `bash bench/gpu_suite.sh stage` (here, not there) writes runs/gguf.part.aa/ab
+# and runs/pylib; then, in two calls while the machine stays warm:
 #   call 1 (carry runs/gguf.part.aa runs/pylib):  mkdir -p /root/cache && cp runs/gguf.part.aa /root/cache/
 #   call 2 (carry runs/gguf.part.ab runs/pylib):  cat /root/cache/gguf.part.aa runs/gguf.part.ab > /root/cache/smollm2.gguf
 #                                      && SMOLLM2=/root/cache/smollm2.gguf bash bench/gpu_suite.sh grpo
@@ -53,6 +53,13 @@ run() {  # run NAME CMD...: all output to $OUT/NAME.log, its JSON result to $OUT
 }
 
 case "${1:-}" in
+  stage)  # on the development machine: files for the grpo part, each under the carry limit
+    gguf=runs/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+    [ -f "$gguf" ] || { echo "no $gguf: run scripts/fetch_smollm2.sh first"; exit 1; }
+    split -b 50M "$gguf" runs/gguf.part.
+    "$PY" -m pip install -q --no-deps --target runs/pylib gguf
+    ls -la runs/gguf.part.* runs/pylib
+    ;;
   check)
     "$PY" -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/device.txt"
     "$PY" -m pytest -p no:cacheprovider -rs tests/test_cuda.py tests/model tests/infer tests/train \

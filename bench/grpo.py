@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=4, help="completions per prompt")
     ap.add_argument("--micro_batch", type=int, default=0, help="completions per training micro-batch (0 = all)")
     ap.add_argument("--max_new_tokens", type=int, default=16)
+    ap.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
     ap.add_argument("--eval_problems", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--kl_coef", type=float, default=0.0)
@@ -70,6 +71,7 @@ def main() -> None:
                      "eval_problems": args.eval_problems, "eval_max_new_tokens": args.max_new_tokens},
             "rollout": {"group_size": args.group, "prompts_per_batch": args.prompts,
                         "max_new_tokens": args.max_new_tokens, "compile": args.compile,
+                        "temperature": args.temperature,
                         "micro_batch_size": args.micro_batch},
             "kl_coef": args.kl_coef, "optim": {"lr": args.lr},
             "loop": {"max_steps": args.steps, "progress": False, "eval_every_steps": 10**9,
@@ -86,7 +88,8 @@ def main() -> None:
     print(json.dumps({
         "bench": "grpo", "model": args.model or "random-tiny", "task": args.task, "device": device,
         "steps": args.steps, "prompts_per_step": args.prompts, "compile_decode": args.compile, "group_size": args.group,
-        "max_new_tokens": args.max_new_tokens,
+        "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "peft": args.peft,
+        "lr": args.lr,
         "accuracy_before": summary["accuracy_before"], "accuracy_after": summary["accuracy_after"],
         "eval_problems": summary["eval_problems"],
         "mean_step_seconds": summary["mean_step_seconds"], "generate_share": summary["generate_share"],
