@@ -82,3 +82,13 @@ def test_tasks_are_seeded_and_splits_disjoint():
     words = word_problems(50, seed=0)
     assert all(math_reward(p["solution"], p) == 1.0 for p in words)
     assert all(isinstance(p["answer"], int) and p["answer"] >= 0 for p in words)
+
+
+def test_grounded_answer_rewards_an_answer_taken_from_the_question():
+    from lmforge.rewards.math import grounded_answer_reward
+
+    ex = {"messages": [{"role": "user", "content": "Which is larger, 37 or -5?"}], "answer": 37}
+    assert grounded_answer_reward("The larger is 37.", ex) == 1.0
+    assert grounded_answer_reward("The larger is -5.", ex) == 1.0  # grounded, though wrong
+    assert grounded_answer_reward("The larger is 61.", ex) == 0.0
+    assert grounded_answer_reward("I don't know.", ex) == 0.0

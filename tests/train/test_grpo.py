@@ -150,3 +150,15 @@ def test_grpo_resume_is_bit_identical(tmp_path):
     second = _grpo_parts(tmp_path / "run", 6, seed=0)
     resumed = train(*second[:4], **second[4], resume=True)
     assert resumed.losses == expected[3:]
+
+
+def test_truncated_completions_can_be_given_zero_reward(tiny_model):
+    def source(**cfg):  # 8 of 128 tokens stop: some completions end, some are cut
+        rc = RolloutConfig(group_size=4, prompts_per_batch=3, max_new_tokens=6, **cfg)
+        return RolloutSource(tiny_model, [[1, 10 + i, 20 + i] for i in range(3)], [{"threshold": 64}] * 3,
+                             [low_token_share], rc, decode=_decode, stop_ids=set(range(1, 9)), pad_id=0)
+    scored, strict = next(source()), next(source(score_truncated=False))
+    labels = scored["labels"]
+    stopped = ((labels >= 1) & (labels < 9)).any(1).float()  # padding is -100 in labels
+    assert 0 < stopped.sum() < len(stopped)
+    torch.testing.assert_close(strict["rewards"], scored["rewards"] * stopped)

@@ -13,7 +13,7 @@ import importlib
 from typing import Callable
 
 from lmforge.rewards.format import answer_tag_reward, think_format_reward
-from lmforge.rewards.math import math_reward
+from lmforge.rewards.math import grounded_answer_reward, math_reward
 
 RewardFn = Callable[[str, dict], float]
 
@@ -21,6 +21,7 @@ REWARDS: dict[str, RewardFn] = {
     "math": math_reward,
     "think_format": think_format_reward,
     "answer_tag": answer_tag_reward,
+    "grounded_answer": grounded_answer_reward,
 }
 
 

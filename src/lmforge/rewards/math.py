@@ -65,6 +65,15 @@ def math_reward(completion: str, example: dict) -> float:
     return 1.0 if answers_match(extract_answer(completion), gold) else 0.0
 
 
+def grounded_answer_reward(completion: str, example: dict) -> float:
+    """1.0 when the final answer is one of the numbers the question states. Partial credit
+    for choice-type questions ("Which is larger, 37 or 52?": the answer must be 37 or 52):
+    a dense first step for a policy that still answers with arbitrary numbers."""
+    answer = extract_answer(completion)
+    question = example["messages"][-1]["content"]
+    return 1.0 if any(answers_match(answer, _to_float(n)) for n in _NUMBER.findall(question)) else 0.0
+
+
 def _to_float(token: str) -> float | None:
     cleaned = token.replace("−", "-").replace("$", "").replace(",", "").replace(" ", "")
     try:

@@ -45,6 +45,7 @@ class RolloutConfig:
     top_p: float = 1.0  # nucleus sampling for rollouts (1 = off)
     top_k: int = 0  # top-k sampling for rollouts (0 = off)
     scale_advantages: bool = True  # divide by the group's reward std (GRPO); False = Dr. GRPO
+    score_truncated: bool = True  # False: a completion cut at max_new_tokens (no stop token) gets reward 0
     updates_per_rollout: int = 1  # optimizer steps per rollout batch (μ in GRPO)
     micro_batch_size: int = 0  # completions per training forward/backward (0 = the whole rollout)
     compile: bool = False  # compiled decode step (one CUDA graph per token on a GPU)
@@ -135,6 +136,8 @@ class RolloutSource:
         scores = torch.tensor([[fn(text, p) for fn in self.rewards] for text, p in zip(texts, problems)],
                               dtype=torch.float32).view(len(texts), len(self.rewards))
         rewards = scores @ torch.tensor(self.weights, dtype=torch.float32)
+        if not cfg.score_truncated:  # an answer that never ends is no answer (DAPO's overlong penalty)
+            rewards = rewards * torch.tensor(out.stopped, dtype=torch.float32)
         advantages = group_advantages(rewards, G, cfg.scale_advantages)
         batch = self._pack(prompts, out.tokens)
         batch.update(rewards=rewards, advantages=advantages)
