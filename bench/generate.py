@@ -7,16 +7,20 @@ Random weights, 128-token random prompts, greedy decoding with no early stop, so
 row produces exactly --new_tokens tokens. Also checks that the engine's greedy output
 equals decoding by repeated full forward passes (no cache) on a short run, and counts
 the operators each implementation dispatches per generated token in eager mode (about
-its kernel launches per token on a GPU). Prints one JSON object.
+its kernel launches per token on a GPU). Throughput is timed `--repeats` times per side and
+batch size, interleaved (lmforge, transformers, lmforge, ...) after one warm-up each; the
+JSON keeps `lmforge_tokens_per_s_b{B}` / `transformers_tokens_per_s_b{B}` as the medians,
+with min/max per side in `runs` and the ratio of medians in `speed_vs_transformers_b{B}`.
+Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+from common import Meta, add_repeats, interleave, ratio, summary
 
 from lmforge.infer.engine import Sampling, generate
 from lmforge.model.transformer import Transformer
@@ -78,7 +82,9 @@ def main() -> None:
     p.add_argument("--compare", choices=["transformers", "none"], default="transformers")
     p.add_argument("--compile", action="store_true", help="compiled decode step (CUDA graphs on GPU)")
     p.add_argument("--device", default="auto")
+    add_repeats(p)
     args = p.parse_args()
+    meta = Meta(["torch", "transformers"])
 
     rt = Runtime.setup(args.device, args.dtype, seed=0)
     cfg = PretrainConfig(depth=args.depth)
@@ -87,7 +93,9 @@ def main() -> None:
     hf = _hf_twin(model).to(rt.dtype) if args.compare == "transformers" else None
     model.to(rt.dtype)
     results = {"bench": "generate", "depth": args.depth, "compile": args.compile, "prompt_tokens": args.prompt_tokens,
-               "new_tokens": args.new_tokens, **rt.describe(),
+               "new_tokens": args.new_tokens, "repeats": args.repeats, **rt.describe(),
+               "flags": {"lmforge": {"compile": args.compile},
+                         "transformers": {"compile": False, "note": "generate() eager, as shipped"}},
                "greedy_equals_no_cache": greedy_matches_no_cache(model, args.vocab, rt.device, compile=args.compile)}
     prompt = torch.randint(0, args.vocab, (1, args.prompt_tokens)).tolist()
     results["lmforge_eager_ops_per_token"] = ops_per_token(
@@ -96,20 +104,28 @@ def main() -> None:
         ids = torch.tensor(prompt, device=rt.device)
         results["transformers_ops_per_token"] = ops_per_token(
             lambda n: hf.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False))
+    results["runs"] = {}
     for bs in args.batch_sizes:
         prompts = torch.randint(0, args.vocab, (bs, args.prompt_tokens)).tolist()
         run = lambda: generate(model, prompts, args.new_tokens, Sampling(temperature=0),  # noqa: E731
                                compile=args.compile)
-        run()  # warm-up (allocator, kernels)
-        seconds = timed(run, rt.device)
-        results[f"lmforge_tokens_per_s_b{bs}"] = round(bs * args.new_tokens / seconds, 1)
+        sides = {"lmforge": run}
         if hf is not None:
             ids = torch.tensor(prompts, device=rt.device)
-            gen = lambda: hf.generate(ids, max_new_tokens=args.new_tokens,  # noqa: E731
-                                      min_new_tokens=args.new_tokens, do_sample=False)
-            gen()
-            results[f"transformers_tokens_per_s_b{bs}"] = round(bs * args.new_tokens / timed(gen, rt.device), 1)
-    print(json.dumps(results))
+            sides["transformers"] = lambda: hf.generate(ids, max_new_tokens=args.new_tokens,  # noqa: E731
+                                                        min_new_tokens=args.new_tokens, do_sample=False)
+        for fn in sides.values():
+            fn()  # warm-up (allocator, kernels, compile)
+        timed_sides = {name: (lambda fn=fn: bs * args.new_tokens / timed(fn, rt.device))
+                       for name, fn in sides.items()}
+        for name, values in interleave(timed_sides, args.repeats).items():
+            stats = summary(values, 1)
+            results["runs"][f"{name}_b{bs}"] = stats
+            results[f"{name}_tokens_per_s_b{bs}"] = stats["median"]
+        if hf is not None:
+            results[f"speed_vs_transformers_b{bs}"] = ratio(results["runs"][f"lmforge_b{bs}"],
+                                                           results["runs"][f"transformers_b{bs}"])
+    print(meta.dump(results, indent=None))
 
 
 def _hf_twin(model):

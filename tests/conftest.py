@@ -1,10 +1,13 @@
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from lmforge.model.transformer import ModelConfig, Transformer
+from lmforge.stages.common import export_model
 from lmforge.stages.tokenizer import TokenizerTrainConfig, train_tokenizer
+from lmforge.tokenizer import Tokenizer
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 
@@ -30,6 +33,33 @@ def trained_dir(tmp_path_factory) -> Path:
 def tok(trained_dir):
     from lmforge.tokenizer import Tokenizer
     return Tokenizer.from_dir(trained_dir)
+
+
+@pytest.fixture(scope="session")
+def chat_model_dir(tmp_path_factory) -> Path:
+    """A tiny random model + small tokenizer saved as an HF directory (~1 s)."""
+    out = tmp_path_factory.mktemp("chat_model")
+    train_tokenizer(TokenizerTrainConfig(input=[str(CORPUS)], output=str(out), vocab_size=512,
+                                         max_chars=300_000))
+    tok = Tokenizer.from_dir(out)
+    torch.manual_seed(0)
+    model = Transformer(tiny_config(vocab_size=512, hidden_size=64, head_dim=16,
+                                    max_position_embeddings=256))
+    export_model(model, tok, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def chat_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("chat") / "arith.jsonl"
+    with open(path, "w") as f:
+        for i in range(48):
+            messages = [{"role": "user", "content": f"What is {i} + 2?"},
+                        {"role": "assistant", "content": f"{i} + 2 = {i + 2}."}]
+            if i % 4 == 0:
+                messages.insert(0, {"role": "system", "content": "Be brief."})
+            f.write(json.dumps({"messages": messages}) + "\n")
+    return path
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ def test_yaml_recipe_then_dotted_overrides(tmp_path):
     assert cfg.run_dir == "runs/x" and cfg.optim.schedule == "wsd"
     assert cfg.optim.lr == 3e-4 and cfg.loop.max_steps == 7
     assert cfg.eval.sample_prompts == ["a", "b"] and cfg.compile is True
+    repeated = load_config(PretrainConfig, ["--eval.sample_prompts", "a", "--eval.sample_prompts", "b", "c"])
+    assert repeated.eval.sample_prompts == ["a", "b", "c"]  # a repeated flag collects its values
 
 
 def test_unknown_key_suggests_nearest_name():

@@ -121,7 +121,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 
 def _parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
-    """`--a.b 1 --c x y --flag` -> [("a.b", 1), ("c", ["x", "y"]), ("flag", True)]."""
+    """`--a.b 1 --c x y --flag` -> [("a.b", 1), ("c", ["x", "y"]), ("flag", True)]; a repeated
+    key collects its values (`--task a --task b` -> ("task", ["a", "b"]))."""
     pairs = []
     i = 0
     while i < len(args):
@@ -145,7 +146,13 @@ def _parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
             pairs.append((key, True))
         else:
             pairs.append((key, parsed[0] if len(parsed) == 1 else parsed))
-    return pairs
+    collected: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in collected:
+            before = collected[key] if isinstance(collected[key], list) else [collected[key]]
+            value = before + (value if isinstance(value, list) else [value])
+        collected[key] = value
+    return list(collected.items())
 
 
 def _is_number(text: str) -> bool:

@@ -1,11 +1,14 @@
+import copy
+
 import pytest
 import torch
+from torch import nn
 
 from lmforge.model.hub import load_model, save_model
-from lmforge.model.peft import (AdapterConfig, LoRAConfig, PromptTuned, PromptTuningConfig,
-                                apply_peft, count_parameters, disable_adapters, load_adapter,
-                                lora_modules, merge_and_unload, merge_lora, save_adapter,
-                                unmerge_lora)
+from lmforge.model.peft import (ALL_LINEAR, AdapterConfig, LoRAConfig, LoRALinear, PromptTuned,
+                                PromptTuningConfig, apply_peft, count_parameters, disable_adapters,
+                                load_adapter, lora_modules, merge_and_unload, merge_lora,
+                                save_adapter, unmerge_lora)
 from lmforge.model.transformer import Transformer
 from lmforge.runtime import Runtime
 from lmforge.train.loop import LoopConfig, train
@@ -65,8 +68,57 @@ def test_lora_keeps_hf_names_and_freezes_the_base():
     assert "model.layers.0.self_attn.q_proj.bias" in names
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
-    n_trainable, total = count_parameters(model)
-    assert n_trainable == sum(p.numel() for n, p in model.named_parameters() if n in trainable)
+    # By hand (tiny_config: width 32, 4 query + 2 KV heads of 8, SwiGLU 64, 2 layers, vocab
+    # 128, tied): LoRA r=2 adds r*(in+out) per projection: q, o 2*(32+32); k, v 2*(32+16);
+    # gate, up, down 2*(32+64) -> 1,024 a layer.
+    lora = 2 * (2 * 2 * (32 + 32) + 2 * 2 * (32 + 16) + 3 * 2 * (32 + 64))
+    layer = 2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64 + 2 * 32 + (32 + 16 + 16)  # + norms, q/k/v bias
+    base = 128 * 32 + 2 * layer + 32  # tied embedding counted once, final norm
+    assert (lora, base) == (2048, 22816)
+    assert count_parameters(model) == (lora, base + lora)
+    assert len(trainable) == 2 * 7 * 2  # lora_A + lora_B on 7 projections, 2 layers
+
+
+def test_lora_parameter_count_equals_peft_on_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    save_model(_model(), tmp_path, bos_token_id=0, eos_token_ids=[1])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    theirs = peft.get_peft_model(hf, peft.LoraConfig(r=2, lora_alpha=4, target_modules=ALL_LINEAR))
+    ours = apply_peft(_model(), "lora", lora=LoRAConfig(r=2, alpha=4))
+    # The base has no q/k/v bias here: 22,816 - 2 * 64 = 22,688 elements.
+    assert count_parameters(ours) == theirs.get_nb_trainable_parameters() == (2048, 22688 + 2048)
+
+
+def test_lora_linear_on_a_hand_computed_case():
+    # W = [[1, 2], [3, 4]], b = [.5, -.5], A = [[1, -1]], B = [[2], [.5]], alpha/r = 2/1, x = [3, 1]:
+    # W x + b = [5.5, 12.5]; A x = 2; 2 * B * 2 = [8, 2]; y = [13.5, 14.5].
+    base = nn.Linear(2, 2)
+    with torch.no_grad():
+        base.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        base.bias.copy_(torch.tensor([0.5, -0.5]))
+    layer = LoRALinear(base, r=1, alpha=2.0, dropout=0.0)
+    x = torch.tensor([[3.0, 1.0]])
+    assert layer(x).tolist() == [[5.5, 12.5]]  # B = 0: the base layer
+    with torch.no_grad():
+        layer.lora_A.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        layer.lora_B.weight.copy_(torch.tensor([[2.0], [0.5]]))
+    assert layer(x).tolist() == [[13.5, 14.5]]
+    assert layer.delta_weight().tolist() == [[4.0, -4.0], [1.0, -1.0]]
+    layer.merge()
+    assert base.weight.tolist() == [[5.0, -2.0], [4.0, 3.0]]  # folded into the shared weight
+    assert layer(x).tolist() == [[13.5, 14.5]]
+    layer.unmerge()
+    assert base.weight.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert not base.weight.requires_grad and not base.bias.requires_grad
+    assert layer.lora_A.weight.requires_grad and layer.lora_B.weight.requires_grad
+
+
+# Trainable elements on tiny_config, by hand: LoRA r=4 adds 4*(in+out) to each of the 7
+# projections of 2 layers; an adapter (width 32, bottleneck 8) is down 32*8+8 plus up
+# 8*32+32, one after attention and one after the MLP of each layer; 3 virtual tokens x 32.
+ADDED = {"lora": 2 * 4 * (2 * (32 + 32) + 2 * (32 + 16) + 3 * (32 + 64)),
+         "adapter": 2 * 2 * (32 * 8 + 8 + 8 * 32 + 32), "prompt": 3 * 32}
 
 
 @pytest.mark.parametrize("method", ["lora", "adapter", "prompt"])
@@ -75,11 +127,31 @@ def test_peft_trains_only_its_parameters(method, tmp_path):
                        prompt=PromptTuningConfig(num_virtual_tokens=3))
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     added = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    # Frozen: exactly the base model's parameters; trainable: exactly the method's.
+    assert {n.removeprefix("base_model.") for n in base} == {n for n, _ in _model().named_parameters()}
+    assert sum(p.numel() for p in added.values()) == ADDED[method]
     _train_steps(model, 3, tmp_path)
     for n, p in model.named_parameters():
         if n in base:
             assert torch.equal(p, base[n]), f"frozen {n} changed"
-    assert any(not torch.equal(p, added[n]) for n, p in model.named_parameters() if n in added)
+    unchanged = [n for n, p in model.named_parameters() if n in added and torch.equal(p, added[n])]
+    assert not unchanged, f"trainable tensors that did not move: {unchanged}"
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "prompt"])
+def test_a_deep_copy_owns_its_adapter(method):
+    """copy.deepcopy (the merged export, a frozen DPO reference) must not share the adapter:
+    changing the copy's adapter leaves the original's outputs alone."""
+    model = apply_peft(_model(), method, lora=LoRAConfig(r=4), adapter=AdapterConfig(8),
+                       prompt=PromptTuningConfig(3))
+    before = model(X)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            if p.requires_grad:
+                p.add_(0.5)
+    assert (twin(X) - before).abs().max() > 1e-2
+    torch.testing.assert_close(model(X), before, atol=0, rtol=0)
 
 
 def test_adapter_and_prompt_start_at_base_and_disable():

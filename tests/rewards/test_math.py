@@ -1,9 +1,12 @@
+import re
+
 import pytest
 
 from lmforge.rewards import load_reward, load_rewards
 from lmforge.rewards.format import answer_tag_reward, think_format_reward
 from lmforge.rewards.math import extract_answer, math_reward
-from lmforge.rewards.tasks import arithmetic_problems, in_split, word_problems
+from lmforge.eval.accuracy import trivial_baselines
+from lmforge.rewards.tasks import arithmetic_problems, in_split, make_problems, word_problems
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -78,10 +81,53 @@ def test_tasks_are_seeded_and_splits_disjoint():
     assert len(q(test)) == len(test)  # test problems are distinct
     for p in train[:50]:
         assert math_reward(p["solution"], p) == 1.0
-        assert in_split(p["messages"][0]["content"], "train")
+        assert in_split(p["key"], "train")
     words = word_problems(50, seed=0)
     assert all(math_reward(p["solution"], p) == 1.0 for p in words)
     assert all(isinstance(p["answer"], int) and p["answer"] >= 0 for p in words)
+
+
+def _canonical(question: str) -> tuple:
+    """An independent canonical form: the question's numbers, unordered where the operation
+    commutes ("3 + 4" = "4 + 3", "larger, 3 or 7" = "larger, 7 or 3"), plus its words."""
+    numbers = [int(n) for n in re.findall(r"\d+", question)]
+    commutes = "+" in question or "×" in question or "larger" in question
+    return tuple(sorted(numbers)) if commutes else tuple(numbers), "-" in question, "larger" in question
+
+
+@pytest.mark.parametrize("task", ["compare", "arithmetic"])
+def test_no_held_out_problem_has_a_rewording_in_train(task):
+    # The old split hashed the question text: 64 of the demo's 85 held-out comparisons had
+    # their mirror ("b or a") in train. Every pair of splits must be disjoint under an
+    # independent canonical form, whatever the seeds.
+    splits = {s: make_problems(task, 3000 if s == "train" else 400, seed, s, 20)
+              for s, seed in (("train", 0), ("dev", 7), ("test", 1))}
+    forms = {s: {_canonical(p["messages"][-1]["content"]) for p in ps} for s, ps in splits.items()}
+    assert forms["train"] and forms["dev"] and forms["test"]
+    assert not forms["train"] & forms["test"] and not forms["train"] & forms["dev"]
+    assert not forms["dev"] & forms["test"]
+    # held-out draws cover both orders of a pair, so "answer the first number" scores 0.5
+    if task == "compare":
+        assert trivial_baselines(splits["train"], splits["test"])["random_number_from_question"] == 0.5
+
+
+def test_word_problems_are_split_by_template_and_numbers_not_names():
+    from lmforge.rewards.tasks import _ITEMS, _NAMES
+
+    def form(p):  # names and items blanked out: what is left is the template and its numbers
+        return re.sub(r"\b(" + "|".join(_NAMES + _ITEMS) + r")\b", "X", p["messages"][-1]["content"])
+
+    test = {form(p) for p in word_problems(300, seed=1, split="test")}
+    train = {form(p) for p in word_problems(5000, seed=0, split="train")}
+    assert len(test) > 100 and not test & train
+
+
+def test_trivial_baselines_are_exact():
+    ask = lambda q, a: {"messages": [{"role": "user", "content": q}], "answer": a}  # noqa: E731
+    test = [ask("Which is larger, 3 or 7?", 7), ask("What is 2 + 2?", 4), ask("What is 1 + 5?", 6)]
+    train = [ask("x", 4), ask("y", 4), ask("z", 9)]
+    assert trivial_baselines(train, test) == {"random_number_from_question": (0.5 + 0 + 0) / 3,
+                                              "most_common_train_answer": 1 / 3}
 
 
 def test_grounded_answer_rewards_an_answer_taken_from_the_question():

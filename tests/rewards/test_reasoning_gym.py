@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from lmforge.rewards.math import math_reward
+from lmforge.data.splits import text_key
 from lmforge.rewards.tasks import _exact_number, in_split, make_problems
 
 NUMERIC = ["gsm_symbolic", "basic_arithmetic", "chain_sum"]
@@ -21,8 +22,8 @@ def test_held_out_split_never_shares_a_question_with_train(dataset):
     test = make_problems(f"reasoning_gym:{dataset}", 200, 1, "test")
     assert (len(train), len(test)) == (1000, 200)
     train_q, test_q = _questions(train), _questions(test)
-    assert all(in_split(q, "train") for q in train_q) and all(in_split(q, "test") for q in test_q)
-    assert not set(train_q) & set(test_q)
+    assert all(in_split(p["key"], "train") for p in train) and all(in_split(p["key"], "test") for p in test)
+    assert not {text_key(q) for q in train_q} & {text_key(q) for q in test_q}
     assert len(set(test_q)) == len(test_q)
 
 

@@ -1,6 +1,7 @@
 """Tiny end-to-end runs of `lmforge dpo` and `lmforge grpo` (seconds on CPU)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,9 +11,11 @@ from lmforge.model.hub import load_model
 from lmforge.model.transformer import ModelConfig, Transformer
 from lmforge.rewards.tasks import arithmetic_problems
 from lmforge.stages.common import export_model
+from lmforge.train.metrics import read_metrics
 from lmforge.tokenizer import Tokenizer, train_bpe
 
 PAIRS = "data/preference/arithmetic_pairs.jsonl"
+TEST_PAIRS = "data/preference/arithmetic_pairs_test.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +39,28 @@ def _run(argv):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("peft", ["none", "lora"])
-def test_dpo_stage_end_to_end(tiny_model_dir, tmp_path, peft):
-    run, data = tmp_path / "dpo", tmp_path / "pairs.jsonl"
-    data.write_text("".join(open(PAIRS).readlines()[:48]))  # a slice keeps the test fast
+def test_dpo_stage_learns_and_never_trains_on_held_out_prompts(tiny_model_dir, tmp_path, peft):
+    run, data, held = tmp_path / "dpo", tmp_path / "pairs.jsonl", tmp_path / "held.jsonl"
+    train_lines, held_lines = open(PAIRS).readlines()[:48], open(TEST_PAIRS).readlines()[:32]
+    # 8 exact repeats and 4 pairs whose prompt is held out (reworded in case and spacing):
+    # both are dropped from training, so 48 pairs remain.
+    leaked = [json.dumps({**json.loads(line), "prompt": json.loads(line)["prompt"].upper() + "  "}) + "\n"
+              for line in held_lines[:4]]
+    data.write_text("".join(train_lines + train_lines[:8] + leaked))
+    held.write_text("".join(held_lines))
     _run(["dpo", "configs/dpo_tiny.yaml", "--model", str(tiny_model_dir), "--run_dir", str(run),
-          "--data", str(data),
-          "--peft", peft, "--loop.max_steps", "6", "--eval_pairs", "16", "--tensorboard", "false",
-          "--optim.lr", "3e-3", "--loop.progress", "false"])
+          "--data", str(data), "--eval_data", str(held), "--peft", peft, "--loop.max_steps", "8",
+          "--tensorboard", "false", "--optim.lr", "3e-3" if peft == "none" else "2e-2", "--loop.progress", "false",
+          "--loop.log_every_steps", "1"])
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["step"] == 6
-    assert summary["after"]["eval/reward_margin"] > summary["before"]["eval/reward_margin"]
+    assert summary["step"] == 8 and summary["pairs"] == {"train": 48, "held_out": 32}
+    before, after = summary["before"], summary["after"]
+    assert before["eval/preference_accuracy"] == 0.5  # policy = reference: every margin is 0, a tie
+    losses = [r["train/loss"] for r in read_metrics(run / "metrics.jsonl") if "train/loss" in r]
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-4) and losses[-1] < 0.65  # it learns
+    # on unseen prompts the policy's own preference moves towards the chosen answers
+    assert after["eval/policy_accuracy"] > before["eval/policy_accuracy"]
+    assert after["eval/reward_margin"] > 0.02
     assert (run / "report.md").exists()
     if peft == "lora":
         assert (run / "model" / "adapter_model.safetensors").exists()
@@ -55,19 +70,30 @@ def test_dpo_stage_end_to_end(tiny_model_dir, tmp_path, peft):
 
 
 @pytest.mark.slow
-def test_grpo_stage_end_to_end_and_resume(tiny_model_dir, tmp_path):
+def test_grpo_stage_raises_its_reward_and_resumes(tiny_model_dir, tmp_path):
     run = tmp_path / "grpo"
     common = ["grpo", "configs/grpo_tiny.yaml", "--model", str(tiny_model_dir), "--run_dir", str(run),
-              "--tensorboard", "false", "--task.eval_problems", "8", "--task.train_problems", "16", "--rollout.prompts_per_batch", "2",
+              "--tensorboard", "false", "--task.eval_problems", "8", "--task.train_problems", "16",
+              "--rewards", "tests.stages.test_dpo_grpo:digit_share", "--rollout.prompts_per_batch", "4",
               "--rollout.group_size", "4", "--rollout.max_new_tokens", "6", "--kl_coef", "0.05",
+              "--rollout.score_truncated", "true", "--optim.lr", "1e-2",
               "--loop.progress", "false", "--loop.eval_every_steps", "100"]
-    _run(common + ["--loop.max_steps", "2", "--loop.save_every_steps", "1"])
-    _run(common + ["--loop.max_steps", "4", "--resume"])
+    _run(common + ["--loop.max_steps", "4", "--loop.save_every_steps", "2"])
+    _run(common + ["--loop.max_steps", "10", "--resume"])
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["step"] == 4 and 0 <= summary["accuracy_after"] <= 1
+    assert summary["step"] == 10 and summary["eval_split"] == "test"
     assert 0 < summary["generate_share"] < 1
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "train/loss" in r]
-    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
-    assert all("train/kl" in r and "train/reward_mean" in r for r in train_rows)
-    assert "held-out accuracy" in (run / "report.md").read_text()
+    assert [r["step"] for r in train_rows] == list(range(1, 11))
+    # The first reward doubles as held-out "accuracy": greedy answers went from no digits to
+    # mostly digits, so the policy learned, across the resume.
+    assert summary["accuracy_before"] < 0.2 and summary["accuracy_after"] > 0.7
+    assert all("train/kl" in r for r in train_rows) and train_rows[-1]["train/kl"] > 0
+    report = (run / "report.md").read_text()
+    assert "held-out accuracy (test split" in report and "blind baselines" in report
+
+
+def digit_share(completion: str, example: dict) -> float:
+    """A dense toy reward a random policy can learn in a few steps: the share of digits."""
+    return sum(c.isdigit() for c in completion) / max(1, len(completion))

@@ -1,7 +1,8 @@
 """Preference pairs for DPO-style objectives: JSONL -> rendered pairs -> padded batches.
 
     pairs = read_preferences("data/preference/arith_pairs.jsonl")
-    rendered = render_pairs(tok, pairs, max_len=256)
+    train, held_out = hold_out_pairs(pairs, eval_pairs=None, eval_percent=10)  # by prompt
+    rendered = render_pairs(tok, train, max_len=256)
     batches = PreferenceBatches(rendered, batch_size=8, pad_id=tok.pad_id, seed=0)
     batches.precompute_reference(model)        # reference log-probs once, no second model
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from lmforge.data.splits import bucket, text_key
 from lmforge.errors import InputError
 from lmforge.train.objectives.lm import IGNORE_INDEX
 
@@ -80,6 +82,38 @@ def parse_preference(record: dict) -> PreferencePair:
     if chosen[:-1] != rejected[:-1]:
         raise ValueError("'chosen' and 'rejected' conversations must differ only in the last turn")
     return PreferencePair(chosen[:-1], _response(chosen[-1], "chosen"), _response(rejected[-1], "rejected"))
+
+
+def prompt_key(pair: PreferencePair) -> str:
+    """Pairs with the same prompt (up to case, spacing and punctuation) are one problem."""
+    return text_key(" ".join(m["content"] for m in pair.prompt))
+
+
+def hold_out_pairs(pairs: list[PreferencePair], eval_pairs: list[PreferencePair] | None,
+                   eval_percent: int = 10) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(train, held-out) with no prompt on both sides and no repeated pair in train.
+
+    Held-out pairs are `eval_pairs` (a separate file) or, without one, the pairs whose
+    prompt key hashes into `eval_percent` of the key space: every pair of one prompt lands
+    on one side, so a held-out prompt is never trained on under another pair. Training
+    pairs whose prompt is held out, and exact repeats, are dropped and counted."""
+    if eval_pairs is None:
+        eval_pairs = [p for p in pairs if bucket(prompt_key(p)) < eval_percent]
+    held_keys = {prompt_key(p) for p in eval_pairs}
+    train, seen, leaked, repeated = [], set(), 0, 0
+    for p in pairs:
+        identity = (prompt_key(p), p.chosen["content"], p.rejected["content"])
+        if identity[0] in held_keys:
+            leaked += 1
+        elif identity in seen:
+            repeated += 1
+        else:
+            seen.add(identity)
+            train.append(p)
+    if leaked or repeated:
+        print(f"preference pairs: {len(train)} train, {len(eval_pairs)} held out; dropped from train "
+              f"{leaked} whose prompt is held out and {repeated} exact repeats")
+    return train, eval_pairs
 
 
 def render_pairs(tok, pairs: list[PreferencePair], max_len: int = 512) -> list[RenderedPair]:

@@ -7,8 +7,10 @@ Reads with the `gguf` package (no transformers). Quantised tensors (Q4_1, Q8_0, 
 dequantised to fp32 by `gguf.quants.dequantize`, so the result is the quantised model's
 weights exactly, not the original fp16 ones. llama.cpp's converter permutes the rows of
 Llama q/k projections into its interleaved RoPE layout; we undo that permutation (Qwen2
-files are not permuted). The tokenizer is rebuilt as an HF `tokenizers` byte-level BPE from
-the stored vocabulary and merges, with the file's special tokens and chat template.
+and Qwen3 files are not permuted: llama.cpp runs those with HF's rotate-half RoPE). The
+tokenizer is rebuilt as an HF `tokenizers` byte-level BPE from the stored vocabulary and
+merges, with the file's special tokens and chat template. The way back, our model to a
+GGUF file, is gguf_export.py, which shares the names and layouts defined here.
 """
 
 from __future__ import annotations
@@ -36,13 +38,17 @@ TENSOR_NAMES = {
     "blk.{i}.attn_q.bias": "model.layers.{i}.self_attn.q_proj.bias",
     "blk.{i}.attn_k.bias": "model.layers.{i}.self_attn.k_proj.bias",
     "blk.{i}.attn_v.bias": "model.layers.{i}.self_attn.v_proj.bias",
+    "blk.{i}.attn_q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
+    "blk.{i}.attn_k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight",
     "blk.{i}.attn_output.weight": "model.layers.{i}.self_attn.o_proj.weight",
     "blk.{i}.ffn_gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
     "blk.{i}.ffn_up.weight": "model.layers.{i}.mlp.up_proj.weight",
     "blk.{i}.ffn_down.weight": "model.layers.{i}.mlp.down_proj.weight",
 }
-SUPPORTED = ("llama", "qwen2")
-TOKEN_TYPE_CONTROL = 3  # llama.cpp's token type of special (control) tokens
+SUPPORTED = ("llama", "qwen2", "qwen3")
+# llama.cpp's token types (gguf.TokenType) of special tokens, and of added tokens that are
+# matched in text but are not special.
+TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 3, 4
 
 
 def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -79,6 +85,7 @@ def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu",
 
 
 def gguf_model_config(meta: dict, arch: str, vocab_size: int, tied: bool, bias: bool) -> ModelConfig:
+    """Our config from a GGUF's `{arch}.*` hyperparameters (defaults as llama.cpp's)."""
     get = lambda key, default=None: meta.get(f"{arch}.{key}", default)  # noqa: E731
     heads = int(get("attention.head_count"))
     hidden = int(get("embedding_length"))
@@ -95,18 +102,26 @@ def gguf_model_config(meta: dict, arch: str, vocab_size: int, tied: bool, bias: 
         rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
         tie_word_embeddings=tied,
         attention_bias=bias,
+        qk_norm=arch == "qwen3",
     )
 
 
+def permute_rope_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """llama.cpp's `permute` (LlamaModel in convert_hf_to_gguf.py): per head, HF's rotate-half
+    rows (all first halves, then all second halves) -> interleaved pairs, as its RoPE rotates."""
+    half = w.shape[0] // n_heads // 2
+    return w.reshape(n_heads, 2, half, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
 def unpermute_rope_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Invert llama.cpp's `permute`: per head, rows (pairs interleaved) -> HF's halves."""
+    """Invert `permute_rope_rows`: per head, rows (pairs interleaved) -> HF's halves."""
     rows = w.shape[0]
     return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
 def gguf_tokenizer(reader):
     """An lmforge Tokenizer rebuilt from the GGUF's gpt2-style BPE vocabulary and merges."""
-    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+    from tokenizers import AddedToken, decoders, models
     from tokenizers import Tokenizer as Backend
 
     from lmforge.tokenizer import Tokenizer
@@ -120,19 +135,12 @@ def gguf_tokenizer(reader):
     merges = [tuple(m.split(" ", 1)) for m in _field_value(fields["tokenizer.ggml.merges"])]
     backend = Backend(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
     pre = _field_value(fields["tokenizer.ggml.pre"]) if "tokenizer.ggml.pre" in fields else ""
-    steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
-    if pre == "smollm":  # llama.cpp's smollm pre-tokeniser: single digits, then GPT-2's regex
-        steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
-    elif pre in ("qwen2", "llama3", "llama-bpe"):
-        steps = [pre_tokenizers.Split(Regex(
-            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}" +
-            ("" if pre == "qwen2" else "{1,3}") +
-            r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-    backend.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    backend.pre_tokenizer = gguf_pre_tokenizer(pre)
     backend.decoder = decoders.ByteLevel()
     specials = [tokens[i] for i, t in enumerate(types) if t == TOKEN_TYPE_CONTROL]
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    backend.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
+                        for i, t in enumerate(types) if t == TOKEN_TYPE_USER_DEFINED])
     token_of = lambda key: (tokens[int(_field_value(fields[key]))]  # noqa: E731
                             if key in fields else None)
     config = {"tokenizer_class": "PreTrainedTokenizerFast",
@@ -146,6 +154,23 @@ def gguf_tokenizer(reader):
     if "tokenizer.chat_template" in fields:
         config["chat_template"] = _field_value(fields["tokenizer.chat_template"])
     return Tokenizer(backend, config)
+
+
+def gguf_pre_tokenizer(pre: str):
+    """An HF pre-tokenizer that splits text as llama.cpp's `tokenizer.ggml.pre` named `pre`
+    does (GPT-2's regex for "gpt-2" and for names we don't know)."""
+    from tokenizers import Regex, pre_tokenizers
+
+    steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    if pre == "smollm":  # llama.cpp's smollm pre-tokeniser: single digits, then GPT-2's regex
+        steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
+    elif pre in ("qwen2", "llama3", "llama-bpe"):
+        steps = [pre_tokenizers.Split(Regex(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}" +
+            ("" if pre == "qwen2" else "{1,3}") +
+            r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    return pre_tokenizers.Sequence(steps)
 
 
 def _field_value(field):

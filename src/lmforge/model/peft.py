@@ -26,6 +26,7 @@ own `peft_type` ("LMFORGE_BOTTLENECK") and load only here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -182,6 +183,10 @@ class BottleneckAdapter(nn.Module):
         return h + self.up(F.gelu(self.down(h)))
 
 
+def _run_adapter(adapter: BottleneckAdapter, _module, _args, out: torch.Tensor) -> torch.Tensor:
+    return adapter(out)
+
+
 def attach_adapters(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
     """An adapter after each layer's attention and MLP (the sublayer output, before the
     residual add, as in Houlsby et al.), inserted by forward hooks."""
@@ -190,7 +195,9 @@ def attach_adapters(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
         for sublayer, name in ((layer.self_attn, "attn_adapter"), (layer.mlp, "mlp_adapter")):
             adapter = BottleneckAdapter(ref.shape[0], cfg.bottleneck_size, ref.device, ref.dtype)
             layer.add_module(name, adapter)
-            sublayer.register_forward_hook(lambda _m, _args, out, a=adapter: a(out))
+            # A partial, not a lambda: copy.deepcopy copies its adapter along with the
+            # model (a lambda would keep calling the original model's adapter).
+            sublayer.register_forward_hook(functools.partial(_run_adapter, adapter))
     model.peft_config = {"peft_type": "LMFORGE_BOTTLENECK", "task_type": "CAUSAL_LM",
                          "bottleneck_size": cfg.bottleneck_size, "non_linearity": "gelu",
                          "placement": ["self_attn", "mlp"]}

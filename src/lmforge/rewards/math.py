@@ -31,6 +31,11 @@ def parse_number(text: str) -> float | None:
     return _to_float(m.group(0)) if m else None
 
 
+def numbers_in(text: str) -> list[float]:
+    """Every number in `text`, in order."""
+    return [x for x in map(_to_float, _NUMBER.findall(text)) if x is not None]
+
+
 def last_number(text: str) -> float | None:
     found = _NUMBER.findall(text)
     return _to_float(found[-1]) if found else None
@@ -70,8 +75,7 @@ def grounded_answer_reward(completion: str, example: dict) -> float:
     for choice-type questions ("Which is larger, 37 or 52?": the answer must be 37 or 52):
     a dense first step for a policy that still answers with arbitrary numbers."""
     answer = extract_answer(completion)
-    question = example["messages"][-1]["content"]
-    return 1.0 if any(answers_match(answer, _to_float(n)) for n in _NUMBER.findall(question)) else 0.0
+    return 1.0 if any(answers_match(answer, n) for n in numbers_in(example["messages"][-1]["content"])) else 0.0
 
 
 def _to_float(token: str) -> float | None:

@@ -1,44 +1,56 @@
-"""Seeded verifiable tasks for RL, with a held-out split, and their greedy evaluation.
+"""Seeded verifiable tasks for RL, with leak-free train / dev / test splits.
 
     train = arithmetic_problems(2000, seed=0, split="train")   # "What is 3 + 4?" -> 7
-    test = arithmetic_problems(200, seed=1, split="test")       # never a train question
+    dev = arithmetic_problems(100, seed=1, split="dev")         # for tuning settings
+    test = arithmetic_problems(200, seed=1, split="test")       # reported, never tuned on
     words = word_problems(500, seed=0)                           # GSM8K-style, "#### N"
     gsm = reasoning_gym_problems("gsm_symbolic", 500, split="test")  # pip install reasoning-gym
-    acc = evaluate_accuracy(model, prompt_ids, test, decode)     # greedy, math_reward
 
 A problem is a dict: `messages` (a one-turn user chat), `answer` (the number), `solution`
-(a reference answer text, usable as SFT data). The split is decided by a hash of the
-question, not by the seed, so train and test never share a question whatever the seeds;
-the seed only picks which problems are drawn.
+(a reference answer text, usable as SFT data) and `key`, its canonical form. The split is
+decided by a hash of the key, not by the seed, and the key is what makes two questions the
+same problem: "Which is larger, 3 or 7?" and "..., 7 or 3?" share the key `compare:3,7`,
+"3 + 4" and "4 + 3" share `+:3,4`, a word problem is its template and its numbers whatever
+the names and items, and any other text is its lower-cased words (`lmforge.data.splits`).
+So no held-out problem has a rewording in train, whatever the seeds; the seed only picks
+which problems are drawn.
+Dev and test draws are distinct questions (a repeat would be counted twice).
 """
 
 from __future__ import annotations
 
 import random
-import zlib
-from typing import Callable, Iterable, Literal
+import re
+from typing import Callable, Iterable
 
-from lmforge.infer.engine import Sampling, generate
-from lmforge.rewards.math import extract_answer, math_reward
+from lmforge.data.splits import Split, in_split, text_key
+from lmforge.rewards.math import extract_answer
 
-Split = Literal["train", "test", "all"]
-TEST_PERCENT = 20  # share of the question space held out for evaluation
+__all__ = ["Split", "in_split", "arithmetic_key", "comparison_key", "make_problems"]
 
 
-def in_split(question: str, split: Split) -> bool:
-    if split == "all":
-        return True
-    is_test = zlib.crc32(question.encode()) % 100 < TEST_PERCENT
-    return is_test == (split == "test")
+def arithmetic_key(a: int, op: str, b: int) -> str:
+    """+ and × commute, so their operands are unordered; - keeps its order."""
+    if op in "+*×":
+        a, b = sorted((a, b))
+    return f"{'*' if op == '×' else op}:{a},{b}"
+
+
+def comparison_key(a: int, b: int) -> str:
+    return f"compare:{min(a, b)},{max(a, b)}"
 
 
 def arithmetic_problem(rng: random.Random, max_operand: int = 20, ops: str = "+-") -> dict:
     """One "What is a op b?" question; the solution restates it: "3 + 4 = 7."."""
     a, b, op = rng.randint(0, max_operand), rng.randint(0, max_operand), rng.choice(ops)
+    return arithmetic_problem_for(a, op, b)
+
+
+def arithmetic_problem_for(a: int, op: str, b: int) -> dict:
     value = {"+": a + b, "-": a - b, "*": a * b}[op]
     shown = {"*": "×"}.get(op, op)
     question = f"What is {a} {shown} {b}?"
-    return _problem(question, value, f"{a} {shown} {b} = {value}.")
+    return _problem(question, value, f"{a} {shown} {b} = {value}.", arithmetic_key(a, op, b))
 
 
 def comparison_problem(rng: random.Random, max_value: int = 99) -> dict:
@@ -46,7 +58,8 @@ def comparison_problem(rng: random.Random, max_value: int = 99) -> dict:
     solves held-out pairs after SFT (it must compare digits, not recall a fact), which
     leaves GRPO room to raise accuracy; small-number addition it can barely do at all."""
     a, b = rng.sample(range(max_value + 1), 2)
-    return _problem(f"Which is larger, {a} or {b}?", max(a, b), f"The larger is {max(a, b)}.")
+    return _problem(f"Which is larger, {a} or {b}?", max(a, b), f"The larger is {max(a, b)}.",
+                    comparison_key(a, b))
 
 
 def comparison_problems(n: int, seed: int = 0, split: Split = "train", max_value: int = 99) -> list[dict]:
@@ -103,7 +116,9 @@ _TEMPLATES = (_buy_and_give, _price_total, _share_equally, _weekly_savings, _box
 def word_problem(rng: random.Random) -> dict:
     template = rng.choice(_TEMPLATES)
     question, steps, value = template(rng, rng.choice(_NAMES), rng.choice(_ITEMS))
-    return _problem(question, value, f"{steps}\n#### {value}")
+    # Names and items are surface: the same template with the same numbers is one problem.
+    numbers = ",".join(re.findall(r"\d+", question))
+    return _problem(question, value, f"{steps}\n#### {value}", f"{template.__name__}:{numbers}")
 
 
 def arithmetic_problems(n: int, seed: int = 0, split: Split = "train", max_operand: int = 20,
@@ -143,7 +158,7 @@ def _reasoning_gym_problem(name: str, entry: dict) -> dict:
                          f"(gsm_symbolic, basic_arithmetic, chain_sum, products, ...)")
     # gsm_symbolic ships a worked solution ending in "#### N", better SFT data than the bare answer.
     solution = entry.get("metadata", {}).get("answer_cot") or entry["answer"]
-    return _problem(entry["question"], answer, solution)
+    return _problem(entry["question"], answer, solution, text_key(entry["question"]))
 
 
 def _exact_number(text: str) -> int | float | None:
@@ -172,31 +187,9 @@ def make_problems(task: str, n: int, seed: int, split: Split, max_operand: int =
     raise ValueError(f"unknown task {task!r}: arithmetic | compare | word | reasoning_gym:<name>")
 
 
-def evaluate_accuracy(model, prompt_ids: list[list[int]], problems: list[dict],
-                      decode: Callable[[list[int]], str], reward=math_reward,
-                      max_new_tokens: int = 32, batch_size: int = 64,
-                      stop_ids: set[int] | frozenset = frozenset(), pad_id: int = 0,
-                      compile: bool = False) -> dict:
-    """Greedy accuracy: the mean of `reward` over problems (prompts already rendered)."""
-    was_training = model.training
-    model.eval()
-    scores, samples = [], []
-    for start in range(0, len(problems), batch_size):
-        out = generate(model, prompt_ids[start:start + batch_size], max_new_tokens,
-                       Sampling(temperature=0.0), stop_ids=stop_ids, pad_id=pad_id, compile=compile)
-        for problem, tokens in zip(problems[start:start + batch_size], out.tokens):
-            text = decode(tokens)
-            scores.append(float(reward(text, problem)))
-            if len(samples) < 5:
-                samples.append({"question": problem["messages"][-1]["content"], "completion": text,
-                                "answer": problem["answer"], "reward": scores[-1]})
-    model.train(was_training)
-    return {"accuracy": sum(scores) / max(1, len(scores)), "n": len(scores), "samples": samples}
-
-
-def _problem(question: str, answer, solution: str) -> dict:
+def _problem(question: str, answer, solution: str, key: str) -> dict:
     return {"messages": [{"role": "user", "content": question}], "answer": answer,
-            "solution": solution}
+            "solution": solution, "key": key}
 
 
 def _draw(make: Callable[[random.Random], dict], n: int, seed: int, split: Split) -> list[dict]:
@@ -209,14 +202,14 @@ def _max_draws(n: int) -> int:
 
 
 def _take(candidates: Iterable[dict], n: int, split: Split) -> list[dict]:
-    """The first n candidates in `split`; test problems are distinct (a repeat would be
-    counted twice), so a small question space may yield fewer than n."""
+    """The first n candidates whose key falls in `split`; dev and test questions are
+    distinct, so a small problem space may yield fewer than n."""
     out, seen = [], set()
     for p in candidates:
         if len(out) == n:
             break
         question = p["messages"][-1]["content"]
-        if in_split(question, split) and not (split == "test" and question in seen):
+        if in_split(p["key"], split) and not (split in ("dev", "test") and question in seen):
             seen.add(question)
             out.append(p)
     return out

@@ -33,7 +33,7 @@ class ChatConfig:
 
 
 def chat(cfg: ChatConfig) -> list[str]:
-    from lmforge.stages.convert import load_pretrained
+    from lmforge.model.load import load_pretrained
 
     rt = Runtime.setup(cfg.device, "float32", cfg.seed)
     model, tok = load_pretrained(cfg.model, rt.device, getattr(torch, cfg.dtype))

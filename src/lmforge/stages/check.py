@@ -61,7 +61,7 @@ class CheckReport:
 
 
 def check(cfg: CheckConfig) -> CheckReport:
-    from lmforge.stages.convert import load_pretrained
+    from lmforge.model.load import load_pretrained
 
     tok, model_dir = _load_tokenizer(cfg.model, load_pretrained)
     conversations = list(SAMPLE_CONVERSATIONS)

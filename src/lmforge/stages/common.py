@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from lmforge.model.hub import read_safetensors, save_model
-from lmforge.train.loop import Checkpointing
+from lmforge.train.loop import Checkpointing, Periodic
 
 @dataclass
 class RunOptions:
@@ -21,6 +21,17 @@ class RunOptions:
     seed: int = 0
     tensorboard: bool = True  # also write metrics for TensorBoard
     wandb_project: str = ""  # log to Weights & Biases when set (wandb must be installed)
+    eval_tasks: list[str] = field(default_factory=list)  # `lmforge eval` tasks scored with the periodic evaluation
+
+
+def task_evaluators(specs: list[str], model, tok, every_steps: int, chat: bool) -> list[Periodic]:
+    """`lmforge eval`'s tasks as evaluators of the loop: their metrics land in metrics.jsonl as
+    eval/TASK/METRIC, the same numbers `lmforge eval` prints for the saved model."""
+    if not specs:
+        return []
+    from lmforge.eval.run import EvalOptions, task_evaluator
+
+    return [Periodic(every_steps, task_evaluator(model, tok, specs, EvalOptions(chat=chat)))]
 
 
 # End-of-document and end-of-turn tokens across our tokenizer and common imported ones.

@@ -15,7 +15,7 @@ import torch
 from lmforge.infer.engine import Sampling, generate as generate_tokens
 from lmforge.runtime import Runtime
 from lmforge.stages.common import stop_ids
-from lmforge.stages.convert import load_pretrained
+from lmforge.model.load import load_pretrained
 
 
 @dataclass

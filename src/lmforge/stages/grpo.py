@@ -5,9 +5,10 @@
     lmforge grpo --model M --rewards mypkg.rewards:brevity --peft lora --kl_coef 0.02
 
 config -> policy -> RolloutSource (sample G completions per prompt, score, group-normalise)
--> grpo_objective -> train(). Held-out accuracy (greedy) is measured before and after and
-lands in summary.json and report.md, next to per-step reward, accuracy, completion
-length, KL and the share of step time spent generating.
+-> grpo_objective -> train(). Held-out accuracy (greedy, on the test split; `--task.eval_split
+dev` while tuning settings) is measured before and after, beside the trivial baselines it
+must beat, and lands in summary.json and report.md, next to per-step reward, accuracy,
+completion length, KL and the share of step time spent generating.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Literal
 from lmforge.model.peft import LoRAConfig
 from lmforge.report import plot_series, record_run, write_report
 from lmforge.rewards import load_rewards
-from lmforge.rewards.tasks import evaluate_accuracy, make_problems
+from lmforge.eval.accuracy import greedy_accuracy, trivial_baselines
+from lmforge.rewards.tasks import make_problems
 from lmforge.runtime import Runtime
-from lmforge.stages.common import RunOptions, stop_ids
+from lmforge.stages.common import RunOptions, stop_ids, task_evaluators
 from lmforge.stages.policy import Peft, export_merged, load_policy, make_reference, policy_checkpointing
 from lmforge.tokenizer.chat import render_prompt
 from lmforge.train.loop import LoopConfig, Periodic, train
@@ -38,6 +40,8 @@ class TaskConfig:
     name: str = "arithmetic"  # arithmetic | compare | word | reasoning_gym:<dataset> (needs reasoning-gym)
     train_problems: int = 2000  # prompts to draw for training
     eval_problems: int = 100  # held-out prompts for greedy accuracy
+    eval_split: Literal["dev", "test"] = "test"  # tune settings on dev; report test
+    eval_seed: int = 1  # draws the held-out prompts; apart from `seed`, so every seed meets the same ones
     max_operand: int = 20  # arithmetic / compare: numbers in 0..max_operand
     system_prompt: str = ""  # optional system message before each question
     eval_max_new_tokens: int = 32  # greedy answer length cap when evaluating
@@ -69,7 +73,8 @@ def grpo(cfg: GRPOConfig):
     run_dir = Path(cfg.run_dir)
     t = cfg.task  # problems first: a bad task name fails before a model is loaded
     train_problems = make_problems(t.name, t.train_problems, cfg.seed, "train", t.max_operand)
-    test_problems = make_problems(t.name, t.eval_problems, cfg.seed + 1, "test", t.max_operand)
+    test_problems = make_problems(t.name, t.eval_problems, t.eval_seed, t.eval_split, t.max_operand)
+    baselines = trivial_baselines(train_problems, test_problems)
     model, tok = load_policy(cfg.model, cfg.tokenizer, cfg.peft, cfg.lora, rt)
     render = lambda ps: [render_prompt(tok, _messages(p, t.system_prompt)) for p in ps]  # noqa: E731
     decode = lambda ids: tok.decode(ids, skip_special=True)  # noqa: E731
@@ -78,13 +83,14 @@ def grpo(cfg: GRPOConfig):
 
     test_prompts = render(test_problems)
     rewards = load_rewards(cfg.rewards)
-    held_out_accuracy = lambda: evaluate_accuracy(  # noqa: E731
+    held_out_accuracy = lambda: greedy_accuracy(  # noqa: E731
         model, test_prompts, test_problems, decode, rewards[0], t.eval_max_new_tokens,
         stop_ids=stops, pad_id=pad_id, compile=cfg.rollout.compile)
     evaluate = lambda step: {f"eval/{k}": v for k, v in held_out_accuracy().items()  # noqa: E731
-                             if k != "samples"}
+                             if k in ("accuracy", "stderr", "n")}
     before = held_out_accuracy()
-    rt.print(f"held-out accuracy before GRPO: {before['accuracy']:.3f} ({before['n']} problems)")
+    rt.print(f"held-out ({t.eval_split}) accuracy before GRPO: {_pm(before)} ({before['n']} problems); "
+             f"blind baselines: " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items()))
     _show_samples(rt, before["samples"])
 
     reference = make_reference(model, "adapter" if cfg.peft == "lora" else "copy") if cfg.kl_coef > 0 else None
@@ -100,18 +106,24 @@ def grpo(cfg: GRPOConfig):
     result = train(wrap_model(model, rt, cfg.compile), objective, source, optimizer,
                    loop=loop, optim=cfg.optim, runtime=rt, log=log,
                    checkpoint=policy_checkpointing(model, tok, run_dir / "model", cfg.peft, cfg.model),
-                   evaluators=[Periodic(cfg.loop.eval_every_steps, evaluate)]
-                   if cfg.loop.eval_every_steps < cfg.loop.max_steps else [], resume=cfg.resume)
+                   evaluators=([Periodic(cfg.loop.eval_every_steps, evaluate)]
+                               if cfg.loop.eval_every_steps < cfg.loop.max_steps else [])
+                   + task_evaluators(cfg.eval_tasks, model, tok, cfg.loop.eval_every_steps, chat=True),
+                   resume=cfg.resume)
     log.close()
     after = held_out_accuracy()
-    rt.print(f"held-out accuracy after GRPO: {after['accuracy']:.3f} (before {before['accuracy']:.3f})")
+    rt.print(f"held-out ({t.eval_split}) accuracy after GRPO: {_pm(after)} (before {_pm(before)})")
     _show_samples(rt, after["samples"])
     summary = {}
     if rt.is_main:
         if cfg.peft == "lora":
             export_merged(model, tok, run_dir / "merged")
-        summary = _write_grpo_report(run_dir, cfg, result, before, after)
+        summary = _write_grpo_report(run_dir, cfg, result, before, after, baselines)
     return summary
+
+
+def _pm(accuracy: dict) -> str:
+    return f"{accuracy['accuracy']:.3f} ± {accuracy['stderr']:.3f}"
 
 
 def _messages(problem: dict, system_prompt: str) -> list[dict]:
@@ -134,12 +146,15 @@ def step_time_breakdown(rows: list[dict], grad_accum_steps: int) -> dict:
             "generate_seconds_total": gen, "mean_step_seconds": total / max(1, len(rows))}
 
 
-def _write_grpo_report(run_dir: Path, cfg: GRPOConfig, result, before: dict, after: dict) -> dict:
+def _write_grpo_report(run_dir: Path, cfg: GRPOConfig, result, before: dict, after: dict,
+                       baselines: dict) -> dict:
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in r]
     timing = step_time_breakdown(rows, cfg.loop.grad_accum_steps)
     last = rows[-1] if rows else {}
-    summary = {"step": result.step, "accuracy_before": before["accuracy"],
-               "accuracy_after": after["accuracy"], "eval_problems": after["n"],
+    summary = {"step": result.step, "seed": cfg.seed, "eval_split": cfg.task.eval_split,
+               "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
+               "stderr_before": before["stderr"], "stderr_after": after["stderr"],
+               "eval_problems": after["n"], "baselines": baselines,
                "final_reward_mean": last.get("train/reward_mean"),
                "final_kl": last.get("train/kl"), **timing,
                "samples_after": after["samples"][:3]}
@@ -148,8 +163,10 @@ def _write_grpo_report(run_dir: Path, cfg: GRPOConfig, result, before: dict, aft
     lines = [f"- policy: {cfg.model} ({cfg.peft}); task {cfg.task.name}; rewards {', '.join(cfg.rewards)}",
              f"- {result.step} steps × {cfg.rollout.prompts_per_batch} prompts × {cfg.rollout.group_size} "
              f"completions (temperature {cfg.rollout.temperature}), kl_coef {cfg.kl_coef}",
-             f"- **held-out accuracy (greedy, {after['n']} problems): {before['accuracy']:.3f} -> "
-             f"{after['accuracy']:.3f}**",
+             f"- **held-out accuracy ({cfg.task.eval_split} split, greedy, {after['n']} problems, "
+             f"± standard error): {_pm(before)} -> {_pm(after)}**",
+             "- blind baselines on the same problems: " + ", ".join(
+                 f"{k.replace('_', ' ')} {v:.3f}" for k, v in baselines.items()),
              f"- time: {timing['step_seconds_total']:.1f} s training, "
              f"{100 * share:.0f}% of it generating" if share is not None else "- no steps run",
              "", "| question | completion after | reward |", "|---|---|---|",

@@ -19,7 +19,7 @@ from typing import Literal
 from lmforge.model.peft import (LoRAConfig, apply_peft, load_adapter_weights, merge_and_unload,
                                 save_adapter)
 from lmforge.stages.common import export_model, model_checkpointing
-from lmforge.stages.convert import load_pretrained
+from lmforge.model.load import load_pretrained
 from lmforge.tokenizer import Tokenizer
 from lmforge.train.logprobs import ReferenceFn, adapter_reference, frozen_reference
 from lmforge.train.loop import Checkpointing

@@ -22,7 +22,7 @@ from lmforge.model.hub import load_model
 from lmforge.model.transformer import ModelConfig, Transformer
 from lmforge.report import plot_series, record_run, write_report
 from lmforge.runtime import Runtime
-from lmforge.stages.common import RunOptions, model_checkpointing, stop_ids
+from lmforge.stages.common import RunOptions, model_checkpointing, stop_ids, task_evaluators
 from lmforge.tokenizer import Tokenizer
 from lmforge.train.loop import LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
@@ -105,6 +105,7 @@ def pretrain(cfg: PretrainConfig):
     evaluators = [Periodic(cfg.eval.every_steps, validate)]
     if cfg.eval.sample_every_steps:
         evaluators.append(Periodic(cfg.eval.sample_every_steps, show_samples))
+    evaluators += task_evaluators(cfg.eval_tasks, model, tok, cfg.eval.every_steps, chat=False)
 
     show_samples(0)
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)

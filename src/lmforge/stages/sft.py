@@ -31,9 +31,9 @@ from lmforge.model.peft import (AdapterConfig, LoRAConfig, PeftMethod, PromptTun
                                 apply_peft, count_parameters, unwrap)
 from lmforge.report import plot_series, record_run, write_report
 from lmforge.runtime import Runtime
-from lmforge.stages.common import RunOptions
+from lmforge.stages.common import RunOptions, task_evaluators
 from lmforge.stages.check import check_chat_contract, generation_stop_ids
-from lmforge.stages.convert import load_pretrained
+from lmforge.model.load import load_pretrained
 from lmforge.stages.policy import export_merged, policy_checkpointing
 from lmforge.tokenizer.chat import ChatTemplateError
 from lmforge.train.loop import LoopConfig, Periodic, train
@@ -114,6 +114,7 @@ def sft(cfg: SFTConfig):
         evaluators.append(Periodic(cfg.eval.every_steps, lambda step: evaluate_loss(
             model, iter_chat_eval_batches(val_examples, cfg.data.batch_size, tok.pad_id or 0,
                                           cfg.eval.max_batches), token_bytes, rt)))
+    evaluators += task_evaluators(cfg.eval_tasks, model, tok, cfg.eval.every_steps, chat=True)
     before = sample_answers(model, tok, cfg.eval)
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
     optimizer = build_optimizer(model, cfg.optim, rt.device, unwrap(model).config.hidden_size)

@@ -32,7 +32,7 @@ def to_tiktoken(backend: Backend, special_tokens: dict[str, int], name: str = "l
     if (pattern is None or model["type"] != "BPE" or not model.get("ignore_merges")
             or spec.get("normalizer") or not _ids_follow_merge_order(model)):
         return None
-    byte_of = {char: byte for byte, char in _bytes_to_unicode().items()}
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
     ranks = {bytes(byte_of[c] for c in token): token_id
              for token, token_id in model["vocab"].items() if token not in special_tokens}
     return tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks,
@@ -61,7 +61,7 @@ def _split_pattern(spec: dict) -> str | None:
     return split["pattern"].get("Regex")
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character map, which ByteLevel uses to spell tokens."""
     printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
                  + list(range(ord("®"), ord("ÿ") + 1)))

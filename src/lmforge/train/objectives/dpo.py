@@ -39,6 +39,12 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     raise ValueError(f"unknown DPO loss type {loss_type!r} (sigmoid | ipo)")
 
 
+def win_rate(margin: torch.Tensor) -> torch.Tensor:
+    """Share of pairs with margin > 0, ties counted 0.5: a policy equal to its reference
+    (margin 0 everywhere) scores 0.5, a coin flip, not 0."""
+    return ((margin > 0).float() + 0.5 * (margin == 0).float()).mean()
+
+
 def dpo_objective(beta: float = 0.1, loss_type: LossType = "sigmoid",
                   reference: ReferenceFn | None = None, label_smoothing: float = 0.0):
     """(model, batch) -> (loss, metrics). Without `reference`, the batch must carry
@@ -69,8 +75,8 @@ def dpo_objective(beta: float = 0.1, loss_type: LossType = "sigmoid",
                       "rewards_chosen": reward_chosen.mean(),
                       "rewards_rejected": reward_rejected.mean(),
                       "reward_margin": margin.mean(),
-                      "preference_accuracy": (margin > 0).float().mean(),  # implicit reward; ties = 0
-                      "policy_accuracy": (pc > pr).float().mean().detach(),  # no reference involved
+                      "preference_accuracy": win_rate(margin),  # implicit reward
+                      "policy_accuracy": win_rate((pc - pr).detach()),  # no reference involved
                       "logps_chosen": pc.detach().mean(),
                       "logps_rejected": pr.detach().mean()}
 
