@@ -31,8 +31,20 @@ lmforge dpo configs/dpo_tiny.yaml --run_dir "$OUT/dpo" --model "$OUT/sft/model"
 stage "8. GRPO on a verifiable task (which number is larger): held-out accuracy before and after"
 lmforge grpo configs/grpo_tiny.yaml --run_dir "$OUT/grpo" --model "$OUT/dpo/model"
 
-stage "9. chat with the final model (it stops by itself at <|im_end|>)"
+stage "9. evaluate each post-trained model on the same held-out tasks (never trained on)"
+for s in sft dpo grpo; do
+  lmforge eval "$OUT/$s/model" --task data/eval/compare_test.jsonl data/eval/arithmetic_test.jsonl \
+    --max_new_tokens 12 --output "$OUT/eval/$s"
+done
+
+stage "10. token shift: which of each aligned model's answer tokens the base model would choose itself"
+for s in sft dpo grpo; do
+  lmforge analyze token-shift "$OUT/pretrain/model" "$OUT/$s/model" --prompts data/eval/chat_prompts.txt --output "$OUT/token_shift/$s"
+done
+
+stage "11. chat with the final model (it stops by itself at <|im_end|>)"
 lmforge chat "$OUT/grpo/model" --message "Which is larger, 34 or 92?" --temperature 0
 
-stage "done"
-echo "Reports: $OUT/*/report.md    Models (Hugging Face format): $OUT/*/model"
+stage "12. report card: every stage, the eval table and token shift in one page"
+lmforge report "$OUT"
+echo "Models (Hugging Face format): $OUT/*/model    Report card: $OUT/report.md"

@@ -86,3 +86,15 @@ def test_eval_humaneval_generates_cuts_and_checks_in_the_sandbox(chat_model_dir,
     # a random model writes no working code; its programs fail in the sandbox, not here
     assert result["pass@1"] == 0.0 and result["pass@2"] == 0.0
     assert all(not x["passed"] and x["status"] != "ok" for r in rows for x in r["results"])
+
+
+def test_eval_multiple_choice_writes_every_choice_loglikelihood(chat_model_dir, tmp_path):
+    task = tmp_path / "mc.jsonl"
+    task.write_text("".join(json.dumps({"context": f"{i} plus one is", "choices": [str(i + 1), str(i + 7), "blue"],
+                                        "gold": 0}) + "\n" for i in range(5)))
+    out = tmp_path / "mc"
+    assert main(["eval", str(chat_model_dir), "--task", str(task), "--output", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())["tasks"]["mc"]
+    rows = [json.loads(line) for line in (out / "mc.jsonl").read_text().splitlines()]
+    assert result["n"] == 5 and all(len(r["loglikelihoods"]) == 3 for r in rows)
+    assert result["acc"] == sum(r["acc"] for r in rows) / 5

@@ -4,6 +4,7 @@ lm-evaluation-harness on SmolLM2."""
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,21 @@ def test_encoding_moves_trailing_space_and_splits_the_whole_like_lm_eval(tok):
     assert ctx == [tok.bos_id] and cont == tok.encode(" Hello")
 
 
+def test_a_post_processor_bos_goes_on_the_context_once(trained_dir):
+    from tokenizers.processors import TemplateProcessing
+
+    from lmforge.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_dir(trained_dir)  # a fresh one: the session fixture stays as it is
+    bos = tok.id_to_token(tok.bos_id)
+    tok.backend.post_processor = TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.bos_id)])
+    prefix = special_prefix(tok)
+    assert prefix == [tok.bos_id]
+    ctx, cont = encode_pair(tok, "Call me", " Ishmael", prefix)
+    assert ctx == [tok.bos_id] + tok.encode("Call me") and tok.bos_id not in cont
+    assert encode_pair(tok, bos + "Call me", " Ishmael", prefix)[0] == ctx  # no second BOS
+
+
 def test_acc_is_the_argmax_of_sums_and_acc_norm_divides_by_characters():
     # Sums favour the short choice; per character the long one wins.
     row = score_example([-4.0, -10.0, -30.0], ["ab", "abcdefghij", "x" * 20], gold=1)
@@ -79,14 +95,15 @@ def test_acc_is_the_argmax_of_sums_and_acc_norm_divides_by_characters():
 @pytest.mark.slow
 @pytest.mark.skipif(not SMOLLM2.exists() or importlib.util.find_spec("lm_eval") is None,
                     reason="needs runs/models/smollm2/hf and lm-eval")
-def test_agrees_with_lm_evaluation_harness_on_smollm2(tmp_path):
-    import sys
+def test_agrees_with_lm_evaluation_harness_on_smollm2():
     sys.path.insert(0, str(ROOT / "bench"))
-    from eval_harness import compare, lm_eval_scores, lmforge_scores, load_examples
+    from eval_harness import (compare, harness_model, lm_eval_scores, lmforge_model, lmforge_scores,
+                              load_examples)
 
-    examples = load_examples(TASK, limit=20)
-    theirs = lm_eval_scores(SMOLLM2, TASK, limit=20, batch_size=8, workdir=tmp_path)
-    ours = lmforge_scores(SMOLLM2, examples, batch_size=8)
-    agreement = compare(theirs, ours)
-    assert agreement["max_abs_diff"] <= 1e-4
+    theirs = lm_eval_scores(harness_model(SMOLLM2), TASK, limit=20, batch_size=8)
+    model, tok = lmforge_model(SMOLLM2)
+    ours = lmforge_scores(model, tok, load_examples(TASK, limit=20), batch_size=8)
+    agreement = compare(theirs["rows"], ours["rows"])
+    assert agreement["choices"] == 80 and agreement["max_abs_diff"] <= 1e-4
     assert agreement["acc_equal"] and agreement["acc_norm_equal"]
+    assert (theirs["acc"], theirs["acc_norm"]) == (ours["acc"], ours["acc_norm"])

@@ -1,7 +1,7 @@
-"""Multiple-choice evaluation by log-likelihood, scored exactly as lm-evaluation-harness scores it.
+"""Multiple-choice evaluation by log-likelihood, scored the way lm-evaluation-harness scores it.
 
     rows = score_multiple_choice(model, tok, [{"context": "The sky is", "choices": ["blue.", "loud."],
-                                               "gold": 0}], batch_size=16)
+                                               "gold": 0}], batch_size=8)
     rows[0]["loglikelihoods"], rows[0]["pred"], rows[0]["acc"], rows[0]["acc_norm"]
     multiple_choice_metrics(rows)   # {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n"}
 
@@ -28,10 +28,13 @@ example is one packed row `[context | choice 1 | choice 2 | ...]` (each choice w
 last token, which predicts nothing that is scored). An attention mask lets a choice's tokens
 see the context and their own choice only, and RoPE positions restart after the context for
 every choice, so each choice is computed exactly as if it followed the context alone. The
-output head runs only on the positions that predict a choice token (`linear_token_logprobs`,
-chunked), never on the context. Rows are sorted by length and batched. On SmolLM2-135M on a
-2-core CPU this beat sharing the context's KV cache across choice rows (the cache copy per
-choice costs more than the wider attention of the packed row); see bench/RESULTS.md.
+output head runs only on the positions that predict a choice token (in chunks of rows),
+never on the context. Rows are sorted by length, longest first, and batched.
+Measured on SmolLM2-135M, fp32, 2-core CPU (2026-12-01): the packed row took 20.4 s where
+prefilling the contexts once and copying their KV cache to one row per choice took 38.6 s
+(16 examples, batch 8, same scores to 5e-5), and the whole 300-example bundled task takes
+60 s against lm-eval's 195 s (bench/eval_harness.py). Small batches are faster on a CPU
+(padding and the T x T mask grow with the batch): 4-8 examples per forward beat 32.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from lmforge.eval.accuracy import mean, stderr
-from lmforge.train.head_loss import head_weight, linear_token_logprobs
+from lmforge.train.head_loss import LOGITS_PER_CHUNK, head_weight
 
 
 @dataclass
@@ -144,11 +147,26 @@ def choice_logliks(model, packed: list[Packed], device) -> list[list[float]]:
             targets += tgt
             owner += [(b, i)] * len(tgt)
     picked = hidden[torch.tensor(rows, device=device), torch.tensor(index, device=device)]  # (N, C)
-    logps = linear_token_logprobs(picked, head_weight(model), torch.tensor(targets, device=device))
+    logps = token_logprobs_like_lm_eval(picked, head_weight(model), torch.tensor(targets, device=device))
     sums = [[0.0] * len(p.targets) for p in packed]
     for (b, i), lp in zip(owner, logps.tolist()):
         sums[b][i] += lp
     return sums
+
+
+def token_logprobs_like_lm_eval(hidden: torch.Tensor, weight: torch.Tensor,
+                                targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) for hidden rows (N, C), through the head in chunks of rows, as
+    `log_softmax(logits)` in the logits' dtype (fp32 at least), which is what lm-eval computes.
+
+    Not `head_loss.linear_token_logprobs`: its `logsumexp` is the more accurate of the two
+    (SmolLM2, fp32: 6e-5 from the fp64 value per choice vs 2.4e-4), but fp32 `log_softmax`
+    over 49k logits rounds differently by up to ~2.5e-4 per 25-token choice, more than the
+    1e-4 we promise to agree with lm-eval by; computed the same way the two agree to 7e-5."""
+    rows = max(1, LOGITS_PER_CHUNK // weight.shape[0])
+    dtype = torch.promote_types(hidden.dtype, torch.float32)
+    return torch.cat([torch.log_softmax(hidden[i:i + rows] @ weight.T, -1, dtype=dtype)
+                      .gather(-1, targets[i:i + rows, None])[:, 0] for i in range(0, hidden.shape[0], rows)])
 
 
 def first_argmax(values: list[float]) -> int:
@@ -164,7 +182,7 @@ def score_example(logliks: list[float], choices: list[str], gold: int) -> dict:
             "pred_norm": pred_norm, "acc": float(pred == gold), "acc_norm": float(pred_norm == gold)}
 
 
-def score_multiple_choice(model, tok, examples: list[dict], batch_size: int = 16, device=None,
+def score_multiple_choice(model, tok, examples: list[dict], batch_size: int = 8, device=None,
                           target_delimiter: str = " ") -> list[dict]:
     """Per example (in input order): the choices' summed log-likelihoods, their lengths in
     characters, pred / pred_norm and acc / acc_norm. batch_size = examples per forward pass."""

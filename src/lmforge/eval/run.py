@@ -104,7 +104,8 @@ def _multiple_choice(model, tok, task: Task, options: EvalOptions) -> tuple[dict
 
     examples = [{**r, "context": task.template.format(**r) if task.template else r["context"]}
                 for r in task.examples]
-    rows = score_multiple_choice(model, tok, examples, batch_size=options.batch_size)
+    # On CPU, several choices packed per example make small batches fastest (bench/eval_harness.py).
+    rows = score_multiple_choice(model, tok, examples, batch_size=min(options.batch_size, 8))
     return multiple_choice_metrics(rows), rows
 
 

@@ -41,6 +41,7 @@ class EvalConfig:
     chat: Literal["auto", True, False] = "auto"  # generative prompts: chat template (true) or
     #   few-shot text (false, for base models); auto = chat when the tokenizer has a template
     limit: int = 0  # evaluate only the first N examples of each task (0 = all)
+    max_new_tokens: int = 0  # generative tasks: answer length cap (0 = each task's own)
     batch_size: int = 32  # requests per forward pass
     max_len: int = 1024  # bits per byte: tokens per window
     samples: int = 1  # code: completions per problem
@@ -78,6 +79,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     for task in tasks:
         if cfg.limit:
             task.examples = task.examples[:cfg.limit]
+        if cfg.max_new_tokens:
+            task.max_new_tokens = cfg.max_new_tokens
         start = time.perf_counter()
         metrics, rows = evaluate_task(model, tok, task, options)
         seconds = time.perf_counter() - start
