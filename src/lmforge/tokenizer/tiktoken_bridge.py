@@ -11,8 +11,8 @@ In principle they could still differ where tiktoken finds a pair that is not a l
 merge but whose concatenation is a token, or where the two regex engines' Unicode tables
 disagree; bench/tokenizer.py checks every document of the corpus (100% equal at vocab
 512 to 32768, also on random Unicode and shuffled words), and tests/tokenizer checks
-mixed scripts. `Tokenizer` uses it for `encode`/`encode_batch` when tiktoken is installed:
-about twice as fast as `tokenizers` on one core.
+mixed scripts. `Tokenizer` uses it for `encode`/`encode_batch` when tiktoken is installed;
+bench/tokenizer.py (2026-12-01): 4.5x `tokenizers` on English and 3.4x on Chinese, one thread.
 """
 
 from __future__ import annotations
