@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -24,11 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, Meta  # noqa: E402
 
+from lmforge.eval.accuracy import mean, stderr  # noqa: E402
+
 
 def mean_stderr(xs: list[float]) -> dict:
-    m = sum(xs) / len(xs)
-    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else None
-    return {"mean": round(m, 4), "stderr": round(se, 4) if se is not None else None}
+    return {"mean": round(mean(xs), 4), "stderr": round(stderr(xs), 4)}
 
 
 def main() -> None:

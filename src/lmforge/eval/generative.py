@@ -70,7 +70,7 @@ def render_prompts(tok, task: Task, chat: bool, seed: int = 0) -> list[list[int]
     """Token ids per example. Chat models get the task's text as one user turn through their
     chat template; base models get `few_shot` solved examples from the task (never the one
     being asked) before it, separated by blank lines."""
-    texts = [_fill(task.template, r) for r in task.examples]
+    texts = [fill_template(task.template, r) for r in task.examples]
     if chat:
         return [render_prompt(tok, [{"role": "user", "content": t}]) for t in texts]
     bos = [tok.bos_id] if tok.bos_id is not None else []
@@ -84,9 +84,10 @@ def render_prompts(tok, task: Task, chat: bool, seed: int = 0) -> list[list[int]
     return prompts
 
 
-def _fill(template: str, record: dict) -> str:
+def fill_template(template: str, record: dict, field: str = "prompt") -> str:
+    """The text a record shows the model: its template filled in, or the field as is."""
     if not template:
-        return record["prompt"]
+        return record[field]
     try:
         return template.format(**record)
     except KeyError as e:

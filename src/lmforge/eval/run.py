@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from lmforge.eval.accuracy import greedy_accuracy
-from lmforge.eval.generative import answer_reward, extract, render_prompts
+from lmforge.eval.generative import answer_reward, extract, fill_template, render_prompts
 from lmforge.eval.tasks import Task, load_task
 from lmforge.stages.common import stop_ids
 
@@ -102,8 +102,7 @@ def _bits_per_byte(model, tok, task: Task, options: EvalOptions) -> tuple[dict, 
 def _multiple_choice(model, tok, task: Task, options: EvalOptions) -> tuple[dict, list[dict]]:
     from lmforge.eval.multiple_choice import multiple_choice_metrics, score_multiple_choice
 
-    examples = [{**r, "context": task.template.format(**r) if task.template else r["context"]}
-                for r in task.examples]
+    examples = [{**r, "context": fill_template(task.template, r, "context")} for r in task.examples]
     # On CPU, several choices packed per example make small batches fastest (bench/eval_harness.py).
     rows = score_multiple_choice(model, tok, examples, batch_size=min(options.batch_size, 8))
     return multiple_choice_metrics(rows), rows
@@ -121,14 +120,10 @@ def _pairwise(model, tok, task: Task, options: EvalOptions) -> tuple[dict, list[
 
     if options.against is None or options.judge is None:
         raise ValueError(f"task {task.name} is pairwise: give --against MODEL and --judge MODEL (or --judge_url)")
-    conversations = [[{"role": "user", "content": _fill_prompt(task, r)}] for r in task.examples]
+    conversations = [[{"role": "user", "content": fill_template(task.template, r)}] for r in task.examples]
     ours = LocalBackend(model, tok, options.batch_size, options.seed).chat(conversations, options.answer_tokens)
     theirs = options.against.chat(conversations, options.answer_tokens)
     return pairwise_compare([c[0]["content"] for c in conversations], ours, theirs, options.judge)
-
-
-def _fill_prompt(task: Task, record: dict) -> str:
-    return task.template.format(**record) if task.template else record["prompt"]
 
 
 _RUNNERS = {"generative": _generative, "pairwise": _pairwise, "bpb": _bits_per_byte, "multiple_choice": _multiple_choice,
