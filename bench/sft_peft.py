@@ -3,6 +3,7 @@
     python bench/sft_peft.py                 # GPU: SmolLM2-135M shape, batch 16 x 1024, bf16
     python bench/sft_peft.py --small         # CPU smoke run: 4 layers, batch 2 x 128
     python bench/sft_peft.py --modes ours_lora peft_lora --steps 20
+    python bench/sft_peft.py --small --modes ours_lora ours_qlora_int8 ours_qlora_int4   # QLoRA
 
 Random weights and tokens on SmolLM2-135M's shape (30 layers, d=576, 9/3 heads, vocab
 49,152, tied). One step = forward + cross-entropy + backward + AdamW; ours computes the loss through
@@ -12,7 +13,8 @@ its own process, so peak memory is its own: on CUDA max_memory_allocated; on CPU
 inputs are built (so the libraries' import footprints, which differ, do not count), with
 the whole-process peak and that baseline beside it. LoRA: r=16 on all linear
 layers of attention and MLP; ours keeps no gradients for frozen weights (nor (tokens x vocab)
-logits, through the fused head); peft runs with its defaults.
+logits, through the fused head); peft runs with its defaults. ours_qlora_int8/_int4 are
+ours_lora on a base quantized by lmforge.model.quantize (QLoRA; the tied head stays float).
 --compile and --checkpoint apply to every mode: ours through torch.compile and
 train.parallel.checkpoint_activations, transformers/peft through torch.compile of the HF
 model and gradient_checkpointing_enable() (non-reentrant); each result states its flags.
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 from common import Meta, add_repeats, interleave, ratio, run_json, summary
 
 MODES = ["ours_full", "ours_lora", "hf_full", "peft_lora"]
+QLORA = ["ours_qlora_int8", "ours_qlora_int4"]  # LoRA on a frozen int8 / int4 base (opt in)
 SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                num_attention_heads=9, num_key_value_heads=3, head_dim=64,
                max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True)
@@ -48,7 +51,11 @@ def build(mode: str, shape: dict, device: torch.device, compile: bool, checkpoin
         from lmforge.train.parallel import checkpoint_activations
 
         model = Transformer(ModelConfig(**shape)).to(device)
-        if mode == "ours_lora":
+        if mode.startswith("ours_qlora"):
+            from lmforge.model.quantize import quantize
+
+            model = quantize(model, mode.rsplit("_", 1)[-1], head="none")  # as the sft stage does
+        if mode != "ours_full":
             model = apply_peft(model, "lora", lora=LoRAConfig(r=16, alpha=32, target_modules=TARGETS))
         if checkpoint:
             checkpoint_activations(model)
@@ -119,7 +126,7 @@ def _rss_mb() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="CPU-sized: 4 layers, batch 2 x 128")
-    parser.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=MODES, choices=MODES + QLORA)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--seq", type=int)
     parser.add_argument("--steps", type=int)

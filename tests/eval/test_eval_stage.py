@@ -98,3 +98,18 @@ def test_eval_multiple_choice_writes_every_choice_loglikelihood(chat_model_dir, 
     rows = [json.loads(line) for line in (out / "mc.jsonl").read_text().splitlines()]
     assert result["n"] == 5 and all(len(r["loglikelihoods"]) == 3 for r in rows)
     assert result["acc"] == sum(r["acc"] for r in rows) / 5
+
+
+def test_eval_with_int8_weights_stays_near_the_float_scores(chat_model_dir, tmp_path):
+    """--quantize int8 goes through every path, the fused head (multiple choice) included."""
+    task = tmp_path / "mc.jsonl"
+    task.write_text("".join(json.dumps({"context": f"{i} plus one is", "choices": [str(i + 1), "blue"],
+                                        "gold": 0}) + "\n" for i in range(4)))
+    lls = {}
+    for q in ("none", "int8"):
+        assert main(["eval", str(chat_model_dir), "--task", str(task), "--output", str(tmp_path / q),
+                     "--quantize", q]) == 0
+        rows = [json.loads(line) for line in (tmp_path / q / "mc.jsonl").read_text().splitlines()]
+        lls[q] = [ll for r in rows for ll in r["loglikelihoods"]]
+    assert lls["int8"] != lls["none"]
+    assert max(abs(a - b) for a, b in zip(lls["int8"], lls["none"])) < 0.05 * max(map(abs, lls["none"]))

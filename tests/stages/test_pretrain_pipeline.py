@@ -55,6 +55,10 @@ def test_pretrain_pipeline_end_to_end(corpus, tmp_path, capsys):
     assert main(["generate", str(run / "model"), "--prompt", "Call me", "--max_new_tokens", "8",
                  "--temperature", "0"]) == 0
     assert capsys.readouterr().out.startswith("Call me")
+    assert main(["generate", str(run / "model"), "--prompt", "Call me", "--max_new_tokens", "8",
+                 "--temperature", "0", "--quantize", "int4"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith("Call me") and "decode 8 tokens at" in printed.err
 
 
 def test_resume_flag_continues_from_checkpoint(corpus, tmp_path):

@@ -157,6 +157,22 @@ def test_lora_sft_saves_peft_adapter_and_resumes_exactly(chat_model_dir, chat_fi
     torch.testing.assert_close(model.eval()(x), plain(x), atol=1e-5, rtol=1e-5)
 
 
+def test_qlora_sft_trains_on_an_int4_base_and_merges_into_the_float_one(chat_model_dir, chat_file, tmp_path):
+    args = ["--peft", "lora", "--lora.r", "4", "--quantize", "int4"]
+    result = sft(sft_config(chat_model_dir, chat_file, tmp_path / "q", *args))
+    assert result.losses[-1] < result.losses[0]
+    adapter = tmp_path / "q" / "model"
+    assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    # The merged export is the float base + the adapter (not the int4-rounded base + adapter).
+    merged = read_safetensors(tmp_path / "q" / "merged")
+    lora, _ = load_pretrained(adapter)  # float base, adapter attached
+    name = "model.layers.0.mlp.up_proj"
+    expected = lora.get_submodule(name).weight + lora.get_submodule(name).delta_weight()
+    torch.testing.assert_close(merged[name + ".weight"], expected.detach())
+    with pytest.raises(ConfigError, match="PEFT method"):
+        sft(sft_config(chat_model_dir, chat_file, tmp_path / "f", "--quantize", "int8"))
+
+
 # (method, learning rate, fewest nats the chat data's loss must fall in 6 steps, trainable
 # elements). Observed drops: adapter ~0.45 (6.28 -> 5.84); prompt tuning, which can only
 # steer a random model through 16 input vectors, ~0.12 (6.29 -> 6.18).

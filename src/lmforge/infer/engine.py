@@ -12,6 +12,7 @@ model's virtual tokens are prefilled once into the first cache slots, seen by ev
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -35,6 +36,15 @@ class Generation:
     prompt_tokens: int = 0
     steps: int = 0
     logprobs: list[list[float]] = field(default_factory=list)  # sampled tokens' log-probs
+    prefill_seconds: float = 0.0  # the prompt's forward pass (first logits ready)
+    decode_seconds: float = 0.0  # every step after it
+
+    def speed(self) -> str:
+        """'prefill ... tok/s, decode ... tok/s': prompt tokens, then new tokens, per second."""
+        new = sum(len(t) for t in self.tokens)
+        per_s = lambda n, s: f"{n / s:,.1f}" if s > 0 else "-"  # noqa: E731
+        return (f"prefill {self.prompt_tokens} tokens at {per_s(self.prompt_tokens, self.prefill_seconds)} tok/s, "
+                f"decode {new} tokens at {per_s(new, self.decode_seconds)} tok/s")
 
 
 def sample_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None):
@@ -114,9 +124,13 @@ def generate(model: Transformer | PromptTuned, prompts: list[list[int]], max_new
     causal = slots[None, :] <= prompt_slots[:, None]  # (P, max_len)
     own_slot = slots[None, :] == prompt_slots[:, None]
     mask = (causal[None] & key_valid[:, None, :]) | own_slot[None]
+    started = time.perf_counter()
     logits = model(ids, positions=positions, cache=cache, attn_mask=mask[:, None],
                    cache_position=prompt_slots)[:, -1]
     cache.advance(P)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    prefilled = time.perf_counter()
     step = _compiled_decode_step() if compile else _decode_step
     graphed = compile and device.type == "cuda"
     # Whether every row is done costs a host sync: on a GPU ask every 8 steps, not every step.
@@ -150,11 +164,12 @@ def generate(model: Transformer | PromptTuned, prompts: list[list[int]], max_new
         next_pos = next_pos + 1
 
     out = torch.stack(out, 1)
-    lengths = _lengths(out, hit_stop, stop)
+    lengths = _lengths(out, hit_stop, stop)  # copies to the host: the decode's last sync
     lp = torch.stack(out_logprobs, 1)
     return Generation(tokens=[out[i, :n].tolist() for i, n in enumerate(lengths)],
                       stopped=hit_stop.tolist(), prompt_tokens=int(valid.sum()),
-                      steps=out.shape[1], logprobs=[lp[i, :n].tolist() for i, n in enumerate(lengths)])
+                      steps=out.shape[1], logprobs=[lp[i, :n].tolist() for i, n in enumerate(lengths)],
+                      prefill_seconds=prefilled - started, decode_seconds=time.perf_counter() - prefilled)
 
 
 def _decode_step(model, token, positions, cache, cache_position, attn_mask):

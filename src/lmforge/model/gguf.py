@@ -5,7 +5,8 @@
 
 Reads with the `gguf` package (no transformers). Quantised tensors (Q4_1, Q8_0, ...) are
 dequantised to fp32 by `gguf.quants.dequantize`, so the result is the quantised model's
-weights exactly, not the original fp16 ones. llama.cpp's converter permutes the rows of
+weights exactly, not the original fp16 ones. With `quantize="int4"`, Q4_0 and Q4_1 matrices
+skip that detour: their 4-bit blocks become our int4 layers as they are (model/quantize.py). llama.cpp's converter permutes the rows of
 Llama q/k projections into its interleaved RoPE layout; we undo that permutation (Qwen2
 and Qwen3 files are not permuted: llama.cpp runs those with HF's rotate-half RoPE). The
 tokenizer is rebuilt as an HF `tokenizers` byte-level BPE from the stored vocabulary and
@@ -23,6 +24,7 @@ import torch
 
 from lmforge.errors import InputError
 from lmforge.model.hub import model_from_state
+from lmforge.model.quantize import QuantizedLinear, Scheme, quantize as quantize_weights
 from lmforge.model.transformer import ModelConfig
 
 # llama.cpp tensor names -> ours (= HF's); "{i}" is the layer number.
@@ -52,8 +54,9 @@ TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 3, 4
 
 
 def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu",
-              dtype: torch.dtype = torch.float32):
-    """-> (Transformer, lmforge Tokenizer) from a GGUF file."""
+              dtype: torch.dtype = torch.float32, quantize: Scheme = "none"):
+    """-> (Transformer, lmforge Tokenizer) from a GGUF file, its weights quantized (int8 |
+    int4) when asked; Q4_0/Q4_1 matrices are then taken over exactly as int4."""
     import gguf
 
     path = Path(path)
@@ -68,11 +71,20 @@ def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu",
     names = {t.name for t in reader.tensors}
     cfg = gguf_model_config(meta, arch, vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data),
                             tied="output.weight" not in names, bias="blk.0.attn_q.bias" in names)
-    state = {}
+    state, prebuilt = {}, {}
+    q4 = (gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q4_1)
     for tensor in reader.tensors:
         name = _our_name(tensor.name)
         if name is None:
             raise InputError(f"unexpected tensor {tensor.name!r}", path)
+        if quantize == "int4" and tensor.tensor_type in q4 and name.endswith("proj.weight"):
+            q, d, m = q4_blocks(tensor.data, tensor.tensor_type == q4[1], int(tensor.shape[0]))
+            if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+                heads = cfg.num_attention_heads if "q_proj" in name else cfg.num_key_value_heads
+                q, d, m = (unpermute_rope_rows(x, heads) if x is not None else None for x in (q, d, m))
+            prebuilt[name.removesuffix(".weight")] = QuantizedLinear.from_gguf_q4(q, d, m)
+            state[name] = torch.zeros(()).expand(q.shape)  # a placeholder: the layer is replaced
+            continue
         weights = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         weights = torch.from_numpy(np.ascontiguousarray(
             weights.reshape(tuple(reversed([int(d) for d in tensor.shape])))).astype(np.float32))
@@ -81,7 +93,23 @@ def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu",
             weights = unpermute_rope_rows(weights, heads)
         state[name] = weights
     model = model_from_state(cfg, state, path)
+    model = quantize_weights(model, quantize, prebuilt=prebuilt) if quantize != "none" else model
     return model.to(device=device, dtype=dtype), gguf_tokenizer(reader)
+
+
+def q4_blocks(data: np.ndarray, has_min: bool, cols: int):
+    """Raw Q4_0 / Q4_1 rows -> (q (rows, cols) uint8 in 0..15, d (rows, cols/32), m or None).
+
+    A block covers 32 weights: fp16 d, (Q4_1: fp16 m,) then 16 bytes whose low nibbles are
+    weights 0..15 and high nibbles weights 16..31 (ggml's dequantize_row_q4_0/_1)."""
+    header = 4 if has_min else 2
+    blocks = np.asarray(data, dtype=np.uint8).reshape(-1, cols // 32, header + 16)
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+    m = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32) if has_min else None
+    nibbles = blocks[..., header:]
+    q = np.concatenate([nibbles & 15, nibbles >> 4], axis=-1).reshape(blocks.shape[0], cols)
+    return (torch.from_numpy(q), torch.from_numpy(d),
+            None if m is None else torch.from_numpy(m))
 
 
 def gguf_model_config(meta: dict, arch: str, vocab_size: int, tied: bool, bias: bool) -> ModelConfig:

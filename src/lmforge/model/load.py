@@ -8,7 +8,8 @@
 A directory is ours or a Llama/Qwen2/Qwen3 HF checkpoint; a directory holding one `.gguf`
 loads that file; a PEFT adapter directory loads its base from `base_model_name_or_path`,
 then attaches the adapter; a hub name is fetched with huggingface_hub's
-`snapshot_download` (imported only then).
+`snapshot_download` (imported only then). `quantize="int8" | "int4"` stores the loaded
+weights packed for inference (model/quantize.py), or as a frozen base for QLoRA.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 
 from lmforge.errors import InputError
 from lmforge.model.hub import load_model
-from lmforge.model.peft import CONFIG_FILE, load_adapter
+from lmforge.model.peft import CONFIG_FILE, load_adapter, lora_modules, merge_and_unload
+from lmforge.model.quantize import Scheme, quantize as quantize_weights
 from lmforge.tokenizer import Tokenizer
 
 HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
@@ -30,20 +32,24 @@ HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
 
 def load_pretrained(source: str | os.PathLike, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32,
-                    download: Callable[[str], str] | None = None):
+                    download: Callable[[str], str] | None = None, quantize: Scheme = "none"):
     """-> (model, Tokenizer) from a directory, .gguf file, adapter directory or hub name."""
     path = Path(source)
+    if path.is_dir() and not (path / "config.json").exists() and not (path / CONFIG_FILE).exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        path = ggufs[0] if len(ggufs) == 1 else path
     if path.is_file() and path.suffix == ".gguf":
         from lmforge.model.gguf import load_gguf
 
-        return load_gguf(path, device, dtype)
+        return load_gguf(path, device, dtype, quantize)
+    if quantize != "none":
+        model, tok = load_pretrained(source, device, dtype, download)
+        if lora_modules(model):  # an adapter: fold it in first, then round the sum once
+            model = merge_and_unload(model)
+        return quantize_weights(model, quantize), tok
     if path.is_dir():
         if (path / CONFIG_FILE).exists() and not (path / "config.json").exists():
             return _load_with_adapter(path, device, dtype, download)
-        if not (path / "config.json").exists():
-            ggufs = sorted(path.glob("*.gguf"))
-            if len(ggufs) == 1:
-                return load_pretrained(ggufs[0], device, dtype)
         return load_model(path, device, dtype), Tokenizer.from_dir(path)
     if path.exists() or str(source).startswith((".", "/")) or str(source).count("/") != 1:
         raise InputError("not a model directory, .gguf file or hub name (owner/name)", source)

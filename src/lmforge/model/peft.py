@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lmforge.errors import InputError
+from lmforge.model.quantize import QuantizedLinear
 
 PeftMethod = Literal["none", "lora", "adapter", "prompt"]
 PEFT_PREFIX = "base_model.model."  # PEFT's name for the wrapped transformers model
@@ -67,20 +68,28 @@ class PromptTuningConfig:
 
 # --- LoRA -------------------------------------------------------------------------------
 class LoRALinear(nn.Module):
-    """A frozen nn.Linear plus a trainable low-rank update; names stay the Linear's."""
+    """A frozen nn.Linear plus a trainable low-rank update; names stay the Linear's.
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float):
+    On a quantized base (QLoRA, Dettmers et al. 2023) the frozen layer is a QuantizedLinear
+    kept as `quantized`; the update trains in float and is saved exactly as on a float base.
+    """
+
+    def __init__(self, base: nn.Linear | QuantizedLinear, r: int, alpha: float, dropout: float):
         super().__init__()
         self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight = base.weight  # the same Parameter objects: no copy, names unchanged
-        self.bias = base.bias
-        self.weight.requires_grad_(False)
-        if self.bias is not None:
-            self.bias.requires_grad_(False)
-        self.lora_A = nn.Linear(self.in_features, r, bias=False,
-                                device=base.weight.device, dtype=base.weight.dtype)
-        self.lora_B = nn.Linear(r, self.out_features, bias=False,
-                                device=base.weight.device, dtype=base.weight.dtype)
+        if isinstance(base, QuantizedLinear):
+            self.quantized, self.weight, self.bias = base, None, None
+            device, dtype = base.scales.device, torch.get_default_dtype()
+        else:
+            self.quantized = None
+            self.weight = base.weight  # the same Parameter objects: no copy, names unchanged
+            self.bias = base.bias
+            self.weight.requires_grad_(False)
+            if self.bias is not None:
+                self.bias.requires_grad_(False)
+            device, dtype = base.weight.device, base.weight.dtype
+        self.lora_A = nn.Linear(self.in_features, r, bias=False, device=device, dtype=dtype)
+        self.lora_B = nn.Linear(r, self.out_features, bias=False, device=device, dtype=dtype)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=5 ** 0.5)  # PEFT's default init
         nn.init.zeros_(self.lora_B.weight)
         self.scaling = alpha / r
@@ -89,7 +98,7 @@ class LoRALinear(nn.Module):
         self.disabled = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)
+        y = F.linear(x, self.weight, self.bias) if self.quantized is None else self.quantized(x)
         if self.merged or self.disabled:
             return y
         # Scale the rank-r intermediate, not the (tokens × out) update, and let the GEMM add
@@ -102,6 +111,9 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
+        if self.quantized is not None:
+            raise ValueError("cannot merge LoRA into a quantized base: merge into the float base "
+                             "(load it unquantized with the adapter) or keep the adapter separate")
         if not self.merged:
             self.weight.add_(self.delta_weight().to(self.weight.dtype))
             self.merged = True
@@ -115,7 +127,7 @@ class LoRALinear(nn.Module):
 
 def attach_lora(model: nn.Module, cfg: LoRAConfig) -> nn.Module:
     targets = [(name, module) for name, module in model.named_modules()
-               if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in cfg.target_modules
+               if isinstance(module, (nn.Linear, QuantizedLinear)) and name.rsplit(".", 1)[-1] in cfg.target_modules
                and name != "lm_head"]
     if not targets:
         raise ValueError(f"no nn.Linear named {cfg.target_modules} in the model")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmforge.model.quantize import Scheme
 from lmforge.infer.chat import ChatSession, run_repl
 from lmforge.infer.engine import Sampling
 from lmforge.runtime import Runtime
@@ -30,13 +31,15 @@ class ChatConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"  # weights dtype: float32 | bfloat16
+    quantize: Scheme = "none"  # weight-only quantization for inference: none | int8 | int4
 
 
 def chat(cfg: ChatConfig) -> list[str]:
     from lmforge.model.load import load_pretrained
 
     rt = Runtime.setup(cfg.device, "float32", cfg.seed)
-    model, tok = load_pretrained(cfg.model, rt.device, getattr(torch, cfg.dtype))
+    model, tok = load_pretrained(cfg.model, rt.device, getattr(torch, cfg.dtype),
+                                  quantize=cfg.quantize)
     session = ChatSession(model, tok, cfg.system, Sampling(cfg.temperature, cfg.top_k, cfg.top_p),
                           cfg.max_new_tokens, seed=cfg.seed)
     if not cfg.message:

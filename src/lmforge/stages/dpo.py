@@ -22,6 +22,7 @@ import torch
 from lmforge.data.preference import (PreferenceBatches, collate_pairs, hold_out_pairs, read_preferences,
                                      render_pairs)
 from lmforge.model.peft import LoRAConfig
+from lmforge.model.quantize import Scheme
 from lmforge.report import plot_series, record_run, write_report
 from lmforge.runtime import Runtime
 from lmforge.stages.common import RunOptions, task_evaluators
@@ -50,6 +51,7 @@ class DPOConfig(RunOptions):
     reference: Literal["auto", "precompute", "copy", "adapter"] = "auto"  # auto: adapter with LoRA, else precompute
     peft: Peft = "none"  # none = full fine-tuning | lora
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    quantize: Scheme = "none"  # QLoRA: int8 | int4 frozen base under the PEFT method (needs peft != none)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-6, warmup_steps=10, weight_decay=0.0))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=100, eval_every_steps=50))
 
@@ -57,7 +59,7 @@ class DPOConfig(RunOptions):
 def dpo(cfg: DPOConfig):
     rt = Runtime.setup(cfg.device, cfg.dtype, cfg.seed)
     run_dir = Path(cfg.run_dir)
-    model, tok = load_policy(cfg.model, cfg.tokenizer, cfg.peft, cfg.lora, rt)
+    model, tok = load_policy(cfg.model, cfg.tokenizer, cfg.peft, cfg.lora, rt, cfg.quantize)
     read = lambda paths: [p for path in paths for p in read_preferences(path, cfg.on_error)]  # noqa: E731
     train_pairs, held_out = hold_out_pairs(read(cfg.data), read(cfg.eval_data) if cfg.eval_data else None,
                                            cfg.eval_percent)
@@ -93,7 +95,7 @@ def dpo(cfg: DPOConfig):
     rt.print(f"held-out preference accuracy of the policy after: {_accuracy(after)} (before {_accuracy(before)})")
     if rt.is_main:
         if cfg.peft == "lora":
-            export_merged(model, tok, run_dir / "merged")
+            export_merged(model, tok, run_dir / "merged", cfg.model)
         _write_dpo_report(run_dir, cfg, result, before, after,
                           {"train": len(train_pairs), "held_out": len(held_out)})
     return result

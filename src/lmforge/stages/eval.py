@@ -25,6 +25,7 @@ from typing import Literal
 
 import torch
 
+from lmforge.model.quantize import Scheme
 from lmforge.eval.run import EvalOptions, evaluate_task
 from lmforge.errors import InputError
 from lmforge.eval.tasks import load_task
@@ -55,6 +56,7 @@ class EvalConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"  # weights dtype: float32 | bfloat16
+    quantize: Scheme = "none"  # weight-only quantization for inference: none | int8 | int4
 
 
 def evaluate(cfg: EvalConfig) -> dict:
@@ -62,7 +64,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise InputError("usage: lmforge eval MODEL --task TASK [--task TASK ...] [--output DIR]")
     tasks = [load_task(t) for t in cfg.task]  # a bad task file fails before the model loads
     rt = Runtime.setup(cfg.device, "float32", cfg.seed)
-    model, tok = load_pretrained(cfg.model, rt.device, getattr(torch, cfg.dtype))
+    model, tok = load_pretrained(cfg.model, rt.device, getattr(torch, cfg.dtype),
+                                  quantize=cfg.quantize)
     chat = tok.chat_template is not None if cfg.chat == "auto" else cfg.chat
     options = EvalOptions(chat=chat, batch_size=cfg.batch_size, max_len=cfg.max_len, samples=cfg.samples,
                           temperature=cfg.temperature, pass_k=tuple(cfg.pass_k), seed=cfg.seed,

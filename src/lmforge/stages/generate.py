@@ -2,16 +2,20 @@
 
     lmforge generate runs/demo/pretrain/model --prompt "Call me" --max_new_tokens 64
     lmforge generate runs/demo/pretrain/model --prompt "One" "Two" --temperature 0
+    lmforge generate runs/models/smollm2/hf --prompt "Once" --quantize int8   # or int4
 
-Several prompts decode together as one batch through the KV-cache engine.
+Several prompts decode together as one batch through the KV-cache engine. The speed of the
+prompt's prefill and of decoding (tokens per second) goes to stderr at the end.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import torch
 
+from lmforge.model.quantize import Scheme
 from lmforge.infer.engine import Sampling, generate as generate_tokens
 from lmforge.runtime import Runtime
 from lmforge.stages.common import stop_ids
@@ -29,12 +33,14 @@ class GenerateConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"  # weights dtype for inference: float32 | bfloat16
+    quantize: Scheme = "none"  # weight-only quantization for inference: none | int8 | int4
     compile: bool = False  # torch.compile each decode step (CUDA graphs on a GPU)
 
 
 def generate(cfg: GenerateConfig) -> list[str]:
     rt = Runtime.setup(cfg.device, "float32", cfg.seed)
-    model, tok = load_pretrained(cfg.model, rt.device, getattr(torch, cfg.dtype))
+    model, tok = load_pretrained(cfg.model, rt.device, getattr(torch, cfg.dtype),
+                                  quantize=cfg.quantize)
     model.eval()
     bos = [tok.bos_id] if tok.bos_id is not None else []
     prompts = [bos + tok.encode(p) for p in cfg.prompt]
@@ -53,4 +59,5 @@ def generate(cfg: GenerateConfig) -> list[str]:
     else:
         for i, text in enumerate(texts):
             print(f"[{i}] {text}\n")
+    print(f"[{out.speed()}]", file=sys.stderr)
     return texts

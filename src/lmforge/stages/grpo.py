@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from lmforge.model.peft import LoRAConfig
+from lmforge.model.quantize import Scheme
 from lmforge.report import plot_series, record_run, write_report
 from lmforge.rewards import load_rewards
 from lmforge.eval.accuracy import greedy_accuracy, trivial_baselines
@@ -62,6 +63,7 @@ class GRPOConfig(RunOptions):
     loss_norm: Literal["token", "sequence"] = "token"  # average over all tokens, or per completion first
     peft: Peft = "none"  # none = full fine-tuning | lora
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    quantize: Scheme = "none"  # QLoRA: int8 | int4 frozen base under the PEFT method (needs peft != none)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, warmup_steps=0, weight_decay=0.0,
                                                                    schedule="constant"))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=100, log_every_steps=1,
@@ -75,7 +77,7 @@ def grpo(cfg: GRPOConfig):
     train_problems = make_problems(t.name, t.train_problems, cfg.seed, "train", t.max_operand)
     test_problems = make_problems(t.name, t.eval_problems, t.eval_seed, t.eval_split, t.max_operand)
     baselines = trivial_baselines(train_problems, test_problems)
-    model, tok = load_policy(cfg.model, cfg.tokenizer, cfg.peft, cfg.lora, rt)
+    model, tok = load_policy(cfg.model, cfg.tokenizer, cfg.peft, cfg.lora, rt, cfg.quantize)
     render = lambda ps: [render_prompt(tok, _messages(p, t.system_prompt)) for p in ps]  # noqa: E731
     decode = lambda ids: tok.decode(ids, skip_special=True)  # noqa: E731
     stops, pad_id = set(stop_ids(tok)), tok.pad_id or 0
@@ -117,7 +119,7 @@ def grpo(cfg: GRPOConfig):
     summary = {}
     if rt.is_main:
         if cfg.peft == "lora":
-            export_merged(model, tok, run_dir / "merged")
+            export_merged(model, tok, run_dir / "merged", cfg.model)
         summary = _write_grpo_report(run_dir, cfg, result, before, after, baselines)
     return summary
 

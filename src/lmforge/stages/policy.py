@@ -13,11 +13,14 @@ log-probs precomputed once, when the data is fixed).
 from __future__ import annotations
 
 import copy
+import tempfile
 from pathlib import Path
 from typing import Literal
 
+from lmforge.config import ConfigError
 from lmforge.model.peft import (LoRAConfig, apply_peft, load_adapter_weights, merge_and_unload,
-                                save_adapter)
+                                save_adapter, unwrap)
+from lmforge.model.quantize import Scheme, quantize as quantize_weights
 from lmforge.stages.common import export_model, model_checkpointing
 from lmforge.model.load import load_pretrained
 from lmforge.tokenizer import Tokenizer
@@ -27,14 +30,26 @@ from lmforge.train.loop import Checkpointing
 Peft = Literal["none", "lora"]
 
 
-def load_policy(source: str, tokenizer_dir: str, peft: Peft, lora: LoRAConfig, rt):
-    """(model, tokenizer) from a model directory, .gguf file or hub name, PEFT attached."""
+def load_policy(source: str, tokenizer_dir: str, peft: Peft, lora: LoRAConfig, rt,
+                quantize: Scheme = "none"):
+    """(model, tokenizer) from a model directory, .gguf file or hub name, PEFT attached
+    (on an int8/int4 base when quantize is set: QLoRA)."""
     if not source:
         raise ValueError("--model is required: a model directory, .gguf file or hub name")
     model, tok = load_pretrained(source, rt.device)
+    model = quantize_base(model, quantize, peft)
     if tokenizer_dir:
         tok = Tokenizer.from_dir(tokenizer_dir)
     return apply_peft(model, peft, lora=lora), tok
+
+
+def quantize_base(model, quantize: Scheme, peft: str):
+    """The frozen base of a PEFT run stored int8/int4 (QLoRA). The layers only: the head stays
+    float, as the fused head loss reads it and a tied head is the (float) embedding anyway."""
+    if quantize != "none" and peft == "none":
+        raise ConfigError(f"quantize={quantize} freezes the base weights: it needs a PEFT method "
+                          "(QLoRA is --peft lora --quantize int4); full fine-tuning trains them")
+    return quantize_weights(model, quantize, head="none")
 
 
 def make_reference(model, kind: str) -> ReferenceFn | None:
@@ -61,6 +76,14 @@ def policy_checkpointing(model, tok, path: Path, peft: str, base_model: str = ""
                          load_model=lambda d: load_adapter_weights(model, d))
 
 
-def export_merged(model, tok, out_dir: Path) -> None:
-    """A plain HF model directory with the adapter folded in (for later stages and serving)."""
+def export_merged(model, tok, out_dir: Path, base_model: str = "") -> None:
+    """A plain HF model directory with the adapter folded in (for later stages and serving).
+    A quantized base (QLoRA) is not what the update belongs on: the adapter goes onto the
+    float base it was loaded from, so the merge is not rounded to int8/int4."""
+    if getattr(unwrap(model), "quantization", None):
+        with tempfile.TemporaryDirectory() as adapter_dir:
+            save_adapter(model, adapter_dir, base_model)
+            model, _ = load_pretrained(adapter_dir)
+        export_model(merge_and_unload(model), tok, out_dir)
+        return
     export_model(merge_and_unload(copy.deepcopy(model)), tok, out_dir)

@@ -34,7 +34,8 @@ from lmforge.runtime import Runtime
 from lmforge.stages.common import RunOptions, task_evaluators
 from lmforge.stages.check import check_chat_contract, generation_stop_ids
 from lmforge.model.load import load_pretrained
-from lmforge.stages.policy import export_merged, policy_checkpointing
+from lmforge.model.quantize import Scheme
+from lmforge.stages.policy import export_merged, quantize_base, policy_checkpointing
 from lmforge.tokenizer.chat import ChatTemplateError
 from lmforge.train.loop import LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
@@ -71,6 +72,7 @@ class SFTConfig(RunOptions):
     model: str = "runs/demo/pretrain/model"  # model dir, .gguf file or hub name to fine-tune
     peft: PeftMethod = "none"  # none (full fine-tuning) | lora | adapter | prompt
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    quantize: Scheme = "none"  # QLoRA: int8 | int4 frozen base under the PEFT method (needs peft != none)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     prompt: PromptTuningConfig = field(default_factory=PromptTuningConfig)
     data: ChatDataConfig = field(default_factory=ChatDataConfig)
@@ -88,6 +90,7 @@ def sft(cfg: SFTConfig):
     rt = Runtime.setup(cfg.device, cfg.dtype, cfg.seed)
     run_dir = Path(cfg.run_dir)
     model, tok = load_pretrained(cfg.model, rt.device)
+    model = quantize_base(model, cfg.quantize, cfg.peft)
     train_convs, val_convs, read_stats = _read_chat_data(cfg.data, cfg.seed)
     if cfg.check:
         _preflight(tok, train_convs, cfg.model)
@@ -131,7 +134,7 @@ def sft(cfg: SFTConfig):
     for question, answer in zip(cfg.eval.sample_questions, after):
         rt.print(f"Q: {question!r} -> A: {answer!r}")
     if rt.is_main and cfg.peft == "lora" and cfg.export_merged:
-        export_merged(model, tok, run_dir / "merged")
+        export_merged(model, tok, run_dir / "merged", cfg.model)
     if rt.is_main:
         summary = {"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
                    "peft": cfg.peft, "trainable_params": trainable, "total_params": total,

@@ -42,11 +42,13 @@ def _unwrapped(model: nn.Module):
 
 
 def head_weight(model: nn.Module) -> torch.Tensor:
-    """The output projection's weight (V, C) under DDP, torch.compile and PEFT wrappers."""
+    """The output projection's weight (V, C) under DDP, torch.compile and PEFT wrappers
+    (dequantized when the head is int8/int4: a frozen copy for this call)."""
     *_, inner = _unwrapped(model)
     if not hasattr(inner, "lm_head"):
         raise TypeError(f"{type(model).__name__} has no lm_head to fuse the loss with")
-    return inner.lm_head.weight
+    head = inner.lm_head
+    return head.weight if isinstance(head, nn.Linear) else head.dequantize()
 
 
 def is_compiled(model: nn.Module) -> bool:
