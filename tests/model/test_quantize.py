@@ -49,14 +49,19 @@ def test_int4_rounds_within_half_a_step_and_keeps_values_on_its_grid():
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("rows", [1, 3, PACKED_MAX_ROWS, PACKED_MAX_ROWS + 5])
 def test_packed_kernels_and_float_path_agree(bits, rows):
+    """Up to PACKED_MAX_ROWS rows go through the packed kernels with bf16 activations (8
+    significant bits, as llama.cpp rounds its activations to 8 bits): within 1% of the float
+    product; more rows take the exact dequantize + float GEMM path."""
     w, bias = weight(), torch.randn(96)
     layer = QuantizedLinear.from_float(w, bias, bits=bits)
     x = torch.randn(rows, 128, generator=torch.Generator().manual_seed(1))
     expected = F.linear(x, layer.dequantize(), bias)
     with torch.no_grad():
-        got = layer(x)
-    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
-    assert torch.allclose(layer(x.view(1, rows, 128)).detach()[0], expected, rtol=1e-4, atol=1e-4)
+        got, got_3d = layer(x), layer(x.view(1, rows, 128))[0]
+    assert got.dtype == torch.float32
+    tolerance = 1e-2 if rows <= PACKED_MAX_ROWS else 1e-6
+    assert (got - expected).norm() / expected.norm() < tolerance
+    assert torch.equal(got, got_3d)
 
 
 @pytest.mark.parametrize("bits", [8, 4])

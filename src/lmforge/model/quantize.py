@@ -110,15 +110,22 @@ class QuantizedLinear(nn.Module):
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def _packed_matmul(self, x2d: torch.Tensor) -> torch.Tensor:
+        # The CPU kernels are vectorized for bf16 activations only (fp32 ones take a scalar
+        # loop ~10x slower, bench/decode_cpu.py): round the activations to bf16 for the
+        # product, as llama.cpp rounds them to 8 bits for its Q8_0/Q4 dot products.
+        x = x2d.to(torch.bfloat16)
         if self.bits == 8:
-            return torch.ops.aten._weight_int8pack_mm(x2d, self.qweight, self.scales.to(x2d.dtype))
+            if self._packed is None:
+                self._packed = (self.scales.to(torch.bfloat16),)
+            return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self._packed[0]).to(x2d.dtype)
         if self._packed is None:
             q = torch.stack([self.qweight & 15, self.qweight >> 4], -1).view(self.out_features, -1)
             self._packed = (torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int(), 1),
-                            torch.stack([self.scales, self.zeros], -1).transpose(0, 1).contiguous())
+                            torch.stack([self.scales, self.zeros], -1).transpose(0, 1)
+                            .contiguous().to(torch.bfloat16))
         packed, scales_and_zeros = self._packed
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(x2d, packed, self.group_size,
-                                                          scales_and_zeros.to(x2d.dtype))
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, self.group_size,
+                                                          scales_and_zeros).to(x2d.dtype)
 
     def _apply(self, fn, recurse=True):
         self._packed = None  # moved or cast: rebuild the kernel layout from the buffers
