@@ -94,10 +94,13 @@ class QuantizedLinear(nn.Module):
         """The float weight (out, in) these values stand for."""
         if self.bits == 8:
             return self.qweight.to(dtype) * self.scales.to(dtype)[:, None]
-        q = torch.stack([self.qweight & 15, self.qweight >> 4], -1).view(self.out_features, -1)
-        groups = q.view(self.out_features, -1, self.group_size).float() - 8
+        groups = self._nibbles().view(self.out_features, -1, self.group_size).float() - 8
         w = groups * self.scales[..., None].float() + self.zeros[..., None].float()
         return w.view(self.out_features, self.in_features).to(dtype)
+
+    def _nibbles(self) -> torch.Tensor:
+        """int4 values (out, in) in 0..15, unpacked from two per byte."""
+        return torch.stack([self.qweight & 15, self.qweight >> 4], -1).view(self.out_features, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
@@ -119,8 +122,7 @@ class QuantizedLinear(nn.Module):
                 self._packed = (self.scales.to(torch.bfloat16),)
             return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self._packed[0]).to(x2d.dtype)
         if self._packed is None:
-            q = torch.stack([self.qweight & 15, self.qweight >> 4], -1).view(self.out_features, -1)
-            self._packed = (torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int(), 1),
+            self._packed = (torch.ops.aten._convert_weight_to_int4pack_for_cpu(self._nibbles().int(), 1),
                             torch.stack([self.scales, self.zeros], -1).transpose(0, 1)
                             .contiguous().to(torch.bfloat16))
         packed, scales_and_zeros = self._packed
