@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from lmforge.infer.engine import Sampling, generate
-from lmforge.model.hub import load_model, save_model
+from lmforge.errors import InputError
+from lmforge.model.hub import load_model, model_config_from_hf, model_config_to_hf, save_model
 from lmforge.model.transformer import KVCache, Transformer
 from tests.conftest import tiny_config
 
@@ -34,6 +35,22 @@ def test_transformers_loads_our_checkpoint_with_same_logits(variant, tmp_path):
     with torch.no_grad():
         diff = (model(x) - theirs(x).logits).abs().max().item()
     assert diff <= 1e-4
+
+
+def test_we_load_what_transformers_writes_with_same_logits(tmp_path):
+    """transformers 5 keeps rope_theta (and any scaling) in `rope_parameters`, 4.x at the top level."""
+    transformers = pytest.importorskip("transformers")
+    save_model(_perturbed_model(rope_theta=500000.0), tmp_path / "ours")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours", dtype=torch.float32).eval()
+    theirs.save_pretrained(tmp_path / "theirs")
+    loaded = load_model(tmp_path / "theirs").eval()
+    assert loaded.config.rope_theta == 500000.0
+    x = torch.randint(0, 128, (2, 19))
+    with torch.no_grad():
+        assert (loaded(x) - theirs(x).logits).abs().max().item() <= 1e-4
+    hf = {**model_config_to_hf(tiny_config()), "rope_parameters": {"rope_theta": 1e4, "rope_type": "llama3"}}
+    with pytest.raises(InputError, match="scaled RoPE"):
+        model_config_from_hf(hf)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -70,6 +70,28 @@ def test_dpo_stage_learns_and_never_trains_on_held_out_prompts(tiny_model_dir, t
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("loss_type", ["simpo", "orpo"])
+def test_reference_free_dpo_stage_learns_without_a_reference(tiny_model_dir, tmp_path, loss_type):
+    run, data, held = tmp_path / loss_type, tmp_path / "pairs.jsonl", tmp_path / "held.jsonl"
+    data.write_text("".join(open(PAIRS).readlines()[:48]))
+    held.write_text("".join(open(TEST_PAIRS).readlines()[:32]))
+    _run(["dpo", "configs/dpo_tiny.yaml", "--model", str(tiny_model_dir), "--run_dir", str(run),
+          "--data", str(data), "--eval_data", str(held), "--loss_type", loss_type, "--beta", "2",
+          "--loop.max_steps", "8", "--tensorboard", "false", "--optim.lr", "3e-3", "--loop.progress", "false"])
+    summary = json.loads((run / "summary.json").read_text())
+    before, after = summary["before"], summary["after"]
+    # no reference: the rewards are β · length-averaged log-probs, so the margin starts where
+    # the model is (not at 0) and grows; the held-out loss falls
+    assert before["eval/reward_margin"] != 0
+    assert after["eval/reward_margin"] > before["eval/reward_margin"] + 0.1
+    assert after["eval/loss"] < before["eval/loss"]
+    if loss_type == "simpo":
+        assert after["eval/policy_accuracy"] > before["eval/policy_accuracy"]
+    title = {"simpo": "SimPO", "orpo": "ORPO"}[loss_type]
+    assert f"# {title} report" in (run / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_grpo_stage_raises_its_reward_and_resumes(tiny_model_dir, tmp_path):
     run = tmp_path / "grpo"
     common = ["grpo", "configs/grpo_tiny.yaml", "--model", str(tiny_model_dir), "--run_dir", str(run),

@@ -12,7 +12,7 @@ from lmforge.runtime import Runtime
 from lmforge.train.logprobs import frozen_reference, masked_mean, token_logprobs
 from lmforge.train.loop import LoopConfig, train
 from lmforge.train.metrics import MetricsLog
-from lmforge.train.objectives.dpo import dpo_loss, dpo_objective
+from lmforge.train.objectives.dpo import REFERENCE_FREE, dpo_loss, dpo_objective, orpo_loss, simpo_loss
 from lmforge.train.optim import OptimConfig, build_optimizer
 from tests.conftest import tiny_config
 
@@ -27,6 +27,21 @@ def test_dpo_loss_matches_hand_computation():
     assert smoothed[0].item() == pytest.approx(0.8 * math.log1p(math.exp(-0.2)) + 0.2 * math.log1p(math.exp(0.2)))
     ipo = dpo_loss(pc, pr, rc, rr, beta=0.1, loss_type="ipo")
     assert ipo.tolist() == pytest.approx([(2 - 5) ** 2, (-1 - 5) ** 2])
+
+
+def test_simpo_and_orpo_losses_match_hand_computation():
+    # length-averaged log-probs; SimPO: -log σ(β (c - r) - γ)
+    simpo = simpo_loss(torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.0]), beta=2.0, gamma=0.5)
+    assert simpo.tolist() == pytest.approx([math.log1p(math.exp(-0.5)), math.log1p(math.exp(2.5))])
+    smoothed = simpo_loss(torch.tensor([-1.0]), torch.tensor([-1.5]), beta=2.0, gamma=0.5, label_smoothing=0.1)
+    assert smoothed.item() == pytest.approx(0.9 * math.log1p(math.exp(-0.5)) + 0.1 * math.log1p(math.exp(0.5)))
+    # ORPO: per-token P(c) = 1/2 (odds 1), P(r) = 1/5 (odds 1/4): log odds ratio log 4
+    orpo = orpo_loss(torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.2)]), lam=0.25)
+    assert orpo.item() == pytest.approx(math.log(2) + 0.25 * -math.log(4 / 5))
+    # accurate where log(1 - e^x) cancels: x near 0 (a response the model is sure of) and very negative
+    tiny = orpo_loss(torch.tensor([-1e-6]), torch.tensor([-30.0]), lam=1.0)
+    assert tiny.item() == pytest.approx(1e-6 - math.log(1 / (1 + math.exp(-((-1e-6 + 30) - math.log(1e-6))))),
+                                        rel=1e-5)
 
 
 def test_token_logprobs_and_masked_mean():
@@ -56,7 +71,7 @@ def _dpo_setup(tmp_path, steps, loss_type="sigmoid", precompute=False, seed=0):
     reference = None
     if precompute:
         batches.precompute_reference(model)
-    else:
+    elif loss_type not in REFERENCE_FREE:
         reference = frozen_reference(model)
     optim = OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant")
     opt = build_optimizer(model, optim, rt.device)
@@ -75,6 +90,18 @@ def test_dpo_steps_raise_the_margin(tmp_path, loss_type):
     # IPO regresses the per-token margin onto 1/(2β), i.e. a reward margin of 0.5 here.
     assert after["reward_margin"].item() > (0.5 if loss_type == "sigmoid" else 0.2)
     assert after["preference_accuracy"].item() == 1.0
+    assert after["logps_chosen"].item() > first["logps_chosen"].item()
+
+
+@pytest.mark.parametrize("loss_type", REFERENCE_FREE)
+def test_reference_free_losses_train_without_a_reference(tmp_path, loss_type):
+    model, objective, batches, opt, parts = _dpo_setup(tmp_path, 8, loss_type)
+    _, first = objective(model, collate_pairs(toy_pairs(), 0))
+    result = train(model, objective, batches, opt, **parts)
+    _, after = objective(model, collate_pairs(toy_pairs(), 0))
+    assert result.losses[-1] < result.losses[0]
+    assert after["reward_margin"].item() > first["reward_margin"].item() + 0.2
+    assert after["policy_accuracy"].item() == 1.0
     assert after["logps_chosen"].item() > first["logps_chosen"].item()
 
 

@@ -21,12 +21,16 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator, TypeVar
 
 import torch
 
+from lmforge.data.chat import ROLES
 from lmforge.data.splits import bucket, text_key
 from lmforge.errors import InputError
 from lmforge.train.objectives.lm import IGNORE_INDEX
+
+Record = TypeVar("Record")  # anything with a `prompt`: a PreferencePair, a KTO example
 
 
 @dataclass
@@ -47,20 +51,26 @@ class RenderedPair:
 def read_preferences(path: str | Path, on_error: str = "raise") -> list[PreferencePair]:
     """Parse a JSONL file; a malformed record raises InputError naming file and line, or is
     counted and skipped with on_error="skip"."""
-    pairs, skipped = [], 0
+    return read_records(path, parse_preference, on_error, "preference")
+
+
+def read_records(path: str | Path, parse: Callable[[dict], Record], on_error: str, kind: str) -> list[Record]:
+    """`parse` applied to each JSON line; a ValueError/KeyError/TypeError it raises becomes an
+    InputError naming file and line (or, with on_error="skip", a counted skip)."""
+    records, skipped = [], 0
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                pairs.append(parse_preference(json.loads(line)))
+                records.append(parse(json.loads(line)))
             except (ValueError, KeyError, TypeError) as e:
                 if on_error != "skip":
                     raise InputError(str(e), path, line_no) from None
                 skipped += 1
     if skipped:
-        print(f"{path}: skipped {skipped} malformed preference records")
-    return pairs
+        print(f"{path}: skipped {skipped} malformed {kind} records")
+    return records
 
 
 def parse_preference(record: dict) -> PreferencePair:
@@ -70,23 +80,23 @@ def parse_preference(record: dict) -> PreferencePair:
         if key not in record:
             raise ValueError(f"missing field {key!r}")
     if "prompt" in record or "messages" in record:
-        prompt = record.get("messages") or [{"role": "user", "content": _text(record, "prompt")}]
-        _check_messages(prompt, "messages")
-        return PreferencePair(prompt, _response(record["chosen"], "chosen"),
-                              _response(record["rejected"], "rejected"))
+        return PreferencePair(parse_prompt(record), parse_response(record["chosen"], "chosen"),
+                              parse_response(record["rejected"], "rejected"))
     chosen, rejected = record["chosen"], record["rejected"]
     if not (isinstance(chosen, list) and isinstance(rejected, list)):
         raise ValueError("without 'prompt' or 'messages', 'chosen'/'rejected' must be conversations")
-    _check_messages(chosen, "chosen")
-    _check_messages(rejected, "rejected")
+    check_messages(chosen, "chosen")
+    check_messages(rejected, "rejected")
     if chosen[:-1] != rejected[:-1]:
         raise ValueError("'chosen' and 'rejected' conversations must differ only in the last turn")
-    return PreferencePair(chosen[:-1], _response(chosen[-1], "chosen"), _response(rejected[-1], "rejected"))
+    return PreferencePair(chosen[:-1], parse_response(chosen[-1], "chosen"),
+                          parse_response(rejected[-1], "rejected"))
 
 
-def prompt_key(pair: PreferencePair) -> str:
-    """Pairs with the same prompt (up to case, spacing and punctuation) are one problem."""
-    return text_key(" ".join(m["content"] for m in pair.prompt))
+def prompt_key(record) -> str:
+    """Records (pairs, KTO examples) with the same prompt, up to case, spacing and
+    punctuation, are one problem."""
+    return text_key(" ".join(m["content"] for m in record.prompt))
 
 
 def hold_out_pairs(pairs: list[PreferencePair], eval_pairs: list[PreferencePair] | None,
@@ -97,23 +107,30 @@ def hold_out_pairs(pairs: list[PreferencePair], eval_pairs: list[PreferencePair]
     prompt key hashes into `eval_percent` of the key space: every pair of one prompt lands
     on one side, so a held-out prompt is never trained on under another pair. Training
     pairs whose prompt is held out, and exact repeats, are dropped and counted."""
-    if eval_pairs is None:
-        eval_pairs = [p for p in pairs if bucket(prompt_key(p)) < eval_percent]
-    held_keys = {prompt_key(p) for p in eval_pairs}
+    return hold_out(pairs, eval_pairs, eval_percent, lambda p: (p.chosen["content"], p.rejected["content"]),
+                    "preference pairs")
+
+
+def hold_out(records: list[Record], eval_records: list[Record] | None, eval_percent: int,
+             response_key: Callable[[Record], tuple], kind: str) -> tuple[list[Record], list[Record]]:
+    """hold_out_pairs for any records with a `prompt`; `response_key` tells exact repeats apart."""
+    if eval_records is None:
+        eval_records = [r for r in records if bucket(prompt_key(r)) < eval_percent]
+    held_keys = {prompt_key(r) for r in eval_records}
     train, seen, leaked, repeated = [], set(), 0, 0
-    for p in pairs:
-        identity = (prompt_key(p), p.chosen["content"], p.rejected["content"])
+    for r in records:
+        identity = (prompt_key(r), *response_key(r))
         if identity[0] in held_keys:
             leaked += 1
         elif identity in seen:
             repeated += 1
         else:
             seen.add(identity)
-            train.append(p)
+            train.append(r)
     if leaked or repeated:
-        print(f"preference pairs: {len(train)} train, {len(eval_pairs)} held out; dropped from train "
+        print(f"{kind}: {len(train)} train, {len(eval_records)} held out; dropped from train "
               f"{leaked} whose prompt is held out and {repeated} exact repeats")
-    return train, eval_pairs
+    return train, eval_records
 
 
 def render_pairs(tok, pairs: list[PreferencePair], max_len: int = 512) -> list[RenderedPair]:
@@ -123,17 +140,24 @@ def render_pairs(tok, pairs: list[PreferencePair], max_len: int = 512) -> list[R
 
     rendered, dropped = [], 0
     for pair in pairs:
-        sides = [render_with_mask(tok, pair.prompt + [r], train_on="last")
-                 for r in (pair.chosen, pair.rejected)]
-        (c_ids, c_mask), (r_ids, r_mask) = [(list(i)[:max_len], [bool(m) for m in mk][:max_len])
-                                            for i, mk in sides]
-        if not any(c_mask[1:]) or not any(r_mask[1:]):
+        chosen, rejected = (render_response(tok, pair.prompt, r, max_len) for r in (pair.chosen, pair.rejected))
+        if chosen is None or rejected is None:
             dropped += 1
             continue
-        rendered.append(RenderedPair(c_ids, c_mask, r_ids, r_mask))
+        rendered.append(RenderedPair(*chosen, *rejected))
     if dropped:
         print(f"dropped {dropped} preference pairs whose response did not fit in {max_len} tokens")
     return rendered
+
+
+def render_response(tok, prompt: list[dict], response: dict, max_len: int) -> tuple[list[int], list[bool]] | None:
+    """(ids, mask) of the prompt and response through the chat template, the mask on the
+    response; cut at max_len tokens; None when nothing of the response is left to score."""
+    from lmforge.tokenizer.chat import render_with_mask
+
+    ids, mask = render_with_mask(tok, prompt + [response], train_on="last")
+    ids, mask = list(ids)[:max_len], [bool(m) for m in mask][:max_len]
+    return (ids, mask) if any(mask[1:]) else None
 
 
 def collate_pairs(pairs: list[RenderedPair], pad_id: int) -> dict:
@@ -141,29 +165,57 @@ def collate_pairs(pairs: list[RenderedPair], pad_id: int) -> dict:
     T = max(max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs) - 1
     batch = {}
     for side in ("chosen", "rejected"):
+        batch[f"{side}_input_ids"], batch[f"{side}_labels"] = shifted_batch(
+            [getattr(p, f"{side}_ids") for p in pairs], [getattr(p, f"{side}_mask") for p in pairs], pad_id, T)
+    return batch
+
+
+def shifted_batch(seqs: list[list[int]], masks: list[list[bool]], pad_id: int,
+                  T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, labels), both (B, T), right-padded: labels[:, t] is the token after
+    input_ids[:, t] where the mask scores it, else -100."""
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), T), IGNORE_INDEX, dtype=torch.long)
+    for i, (seq, mask) in enumerate(zip(seqs, masks)):
+        n = len(seq) - 1
+        ids[i, :n] = torch.tensor(seq[:-1])
+        labels[i, :n] = torch.where(torch.tensor(mask[1:]), torch.tensor(seq[1:]), IGNORE_INDEX)
+    return ids, labels
+
+
+def collate_whole(pairs: list[RenderedPair], pad_id: int) -> dict:
+    """Both sides as whole sequences (the last token included), right-padded with pad_id to
+    one length: what a reward model scores at each row's last non-pad token."""
+    T = max(max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
+    batch = {}
+    for side in ("chosen", "rejected"):
         ids = torch.full((len(pairs), T), pad_id, dtype=torch.long)
-        labels = torch.full((len(pairs), T), IGNORE_INDEX, dtype=torch.long)
         for i, p in enumerate(pairs):
-            seq, mask = getattr(p, f"{side}_ids"), getattr(p, f"{side}_mask")
-            n = len(seq) - 1
-            ids[i, :n] = torch.tensor(seq[:-1])
-            target = torch.tensor(seq[1:])
-            labels[i, :n] = torch.where(torch.tensor(mask[1:]), target, IGNORE_INDEX)
-        batch[f"{side}_input_ids"], batch[f"{side}_labels"] = ids, labels
+            seq = getattr(p, f"{side}_ids")
+            ids[i, :len(seq)] = torch.tensor(seq)
+        batch[f"{side}_input_ids"] = ids
     return batch
 
 
 class PreferenceBatches:
-    """Shuffled epochs of collated pairs; resumable (`state_dict`)."""
+    """Shuffled epochs of collated pairs (`pair_index` says which); resumable (`state_dict`).
 
-    def __init__(self, pairs: list[RenderedPair], batch_size: int, pad_id: int = 0, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
-        if not pairs:
-            raise ValueError("no preference pairs to train on")
-        self.pairs, self.batch_size, self.pad_id, self.seed = pairs, batch_size, pad_id, seed
+    `sides` names the sequences a collated batch scores per record (input ids, labels) and
+    the key its precomputed reference log-prob goes under; KTOBatches has other sides."""
+
+    sides = (("chosen_input_ids", "chosen_labels", "ref_chosen_logps"),
+             ("rejected_input_ids", "rejected_labels", "ref_rejected_logps"))
+    index_key = "pair_index"
+
+    def __init__(self, records: list, batch_size: int, pad_id: int = 0, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, collate=collate_pairs):
+        if not records:
+            raise ValueError("no preference records to train on")
+        self.records, self.batch_size, self.pad_id, self.seed = records, batch_size, pad_id, seed
+        self.collate = collate
         self.rank, self.world_size = rank, world_size
         self.epoch, self.position = 0, 0
-        self.ref_logps: torch.Tensor | None = None  # (N, 2) chosen/rejected, when precomputed
+        self.ref_logps: torch.Tensor | None = None  # (N, len(sides)), when precomputed
 
     def __iter__(self):
         return self
@@ -171,7 +223,7 @@ class PreferenceBatches:
     def __next__(self) -> dict:
         indices = []
         while len(indices) < self.batch_size:
-            order = list(range(len(self.pairs)))
+            order = list(range(len(self.records)))
             random.Random(self.seed * 7919 + self.epoch).shuffle(order)
             mine = order[self.rank::self.world_size]
             take = mine[self.position:self.position + self.batch_size - len(indices)]
@@ -179,28 +231,37 @@ class PreferenceBatches:
             self.position += len(take)
             if self.position >= len(mine):
                 self.epoch, self.position = self.epoch + 1, 0
-        batch = collate_pairs([self.pairs[i] for i in indices], self.pad_id)
+        return self.batch(indices)
+
+    def batch(self, indices: list[int]) -> dict:
+        batch = self.collate([self.records[i] for i in indices], self.pad_id)
+        batch[self.index_key] = torch.tensor(indices)
         if self.ref_logps is not None:
-            batch["ref_chosen_logps"] = self.ref_logps[indices, 0]
-            batch["ref_rejected_logps"] = self.ref_logps[indices, 1]
+            for column, (_, _, ref_key) in enumerate(self.sides):
+                batch[ref_key] = self.ref_logps[indices, column]
         return batch
+
+    def in_order(self, batch_size: int) -> Iterator[dict]:
+        """Every record once, in order (for evaluation)."""
+        for start in range(0, len(self.records), batch_size):
+            yield self.batch(list(range(start, min(start + batch_size, len(self.records)))))
 
     @torch.no_grad()
     def precompute_reference(self, model, batch_size: int = 16) -> None:
-        """Score every pair once under `model` (the reference), so training needs no copy."""
+        """Score every record once under `model` (the reference), so training needs no copy."""
         from lmforge.train.logprobs import label_mask, masked_sum, policy_logprobs
 
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         rows = []
-        for start in range(0, len(self.pairs), batch_size):
-            batch = collate_pairs(self.pairs[start:start + batch_size], self.pad_id)
-            sides = []
-            for side in ("chosen", "rejected"):
-                x, y = batch[f"{side}_input_ids"].to(device), batch[f"{side}_labels"].to(device)
-                sides.append(masked_sum(policy_logprobs(model, x, y), label_mask(y)).float().cpu())
-            rows.append(torch.stack(sides, 1))
+        for start in range(0, len(self.records), batch_size):
+            batch = self.collate(self.records[start:start + batch_size], self.pad_id)
+            columns = []
+            for ids_key, labels_key, _ in self.sides:
+                x, y = batch[ids_key].to(device), batch[labels_key].to(device)
+                columns.append(masked_sum(policy_logprobs(model, x, y), label_mask(y)).float().cpu())
+            rows.append(torch.stack(columns, 1))
         self.ref_logps = torch.cat(rows)
         model.train(was_training)
 
@@ -212,24 +273,46 @@ class PreferenceBatches:
         self.ref_logps = state["ref_logps"]
 
 
-def _text(record: dict, key: str) -> str:
-    value = record[key]
-    if not isinstance(value, str):
-        raise ValueError(f"field {key!r} must be a string")
-    return value
+def parse_prompt(record: dict) -> list[dict]:
+    """The conversation before the response: `messages`, or `prompt` as one user turn."""
+    if "messages" not in record:
+        return [{"role": "user", "content": string_field(record, "prompt")}]
+    check_prompt(record["messages"], "messages")
+    return record["messages"]
 
 
-def _response(value, key: str) -> dict:
+def parse_response(value, key: str) -> dict:
+    """A response: a string, or an assistant message {"role": "assistant", "content": str}."""
     if isinstance(value, str):
         return {"role": "assistant", "content": value}
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return {"role": value.get("role", "assistant"), "content": value["content"]}
+    if isinstance(value, dict) and isinstance(value.get("content"), str) and \
+            value.get("role", "assistant") == "assistant":
+        return {"role": "assistant", "content": value["content"]}
     raise ValueError(f"field {key!r} must be a string or an assistant message")
 
 
-def _check_messages(messages, key: str) -> None:
+def string_field(record: dict, key: str) -> str:
+    if key not in record:
+        raise ValueError(f"missing field {key!r}")
+    if not isinstance(record[key], str):
+        raise ValueError(f"field {key!r} must be a string")
+    return record[key]
+
+
+def check_messages(messages, key: str) -> None:
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"field {key!r} must be a non-empty list of messages")
     for i, m in enumerate(messages):
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-            raise ValueError(f"{key}[{i}] must be {{'role': str, 'content': str}}")
+        if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):
+            raise ValueError(f"field '{key}[{i}]' must be {{'role': {' | '.join(ROLES)}, 'content': str}}")
+
+
+def check_prompt(messages, key: str) -> None:
+    """A conversation a response can follow: a system turn only first, a user (or tool) turn last."""
+    check_messages(messages, key)
+    roles = [m["role"] for m in messages]
+    if "system" in roles[1:]:
+        raise ValueError(f"field {key!r}: a system message may only come first")
+    if roles[-1] not in ("user", "tool"):
+        raise ValueError(f"field {key!r}: roles out of order ({', '.join(roles)}); the prompt must end "
+                         "with a user (or tool) turn for the response to answer")

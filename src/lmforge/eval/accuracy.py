@@ -1,6 +1,7 @@
 """Held-out accuracy on verifiable tasks, and the trivial baselines it must beat.
 
     acc = greedy_accuracy(model, prompt_ids, test, decode)      # {"accuracy", "n", "stderr", ...}
+    texts = complete(model, prompt_ids, decode, max_new_tokens=64, sampling=Sampling(0.7))
     floor = trivial_baselines(train, test)                      # what answering blindly scores
 
 A number like "accuracy 0.21" means little alone: on "Which is larger, 7 or 15?" answering
@@ -15,6 +16,8 @@ import math
 from collections import Counter
 from typing import Callable
 
+import torch
+
 from lmforge.infer.engine import Sampling, generate
 from lmforge.rewards.math import answers_match, math_reward, numbers_in
 
@@ -26,23 +29,34 @@ def greedy_accuracy(model, prompt_ids: list[list[int]], problems: list[dict],
                     compile: bool = False) -> dict:
     """The mean of `reward` over problems (prompts already rendered), answered greedily,
     with its standard error, every completion and score, and the first few as samples."""
-    was_training = model.training
-    model.eval()
-    # Batches of similar prompt lengths waste little on padding; results return in order.
-    order = sorted(range(len(problems)), key=lambda i: len(prompt_ids[i]))
-    completions: list[str] = [""] * len(problems)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        out = generate(model, [prompt_ids[i] for i in rows], max_new_tokens, Sampling(temperature=0.0),
-                       stop_ids=stop_ids, pad_id=pad_id, compile=compile)
-        for i, tokens in zip(rows, out.tokens):
-            completions[i] = decode(tokens)
+    completions = complete(model, prompt_ids, decode, max_new_tokens, batch_size, Sampling(temperature=0.0),
+                           stop_ids, pad_id, compile)
     scores = [float(reward(c, p)) for c, p in zip(completions, problems)]
-    model.train(was_training)
     samples = [{"question": _question(p), "completion": c, "answer": p["answer"], "reward": r}
                for p, c, r in zip(problems[:5], completions, scores)]
     return {"accuracy": mean(scores), "stderr": stderr(scores), "n": len(scores), "samples": samples,
             "completions": completions, "scores": scores}
+
+
+def complete(model, prompt_ids: list[list[int]], decode: Callable[[list[int]], str], max_new_tokens: int,
+             batch_size: int = 64, sampling: Sampling | None = None, stop_ids: set[int] | frozenset = frozenset(),
+             pad_id: int = 0, compile: bool = False, seed: int = 0) -> list[str]:
+    """Each prompt's completion, in order; sampled ones are drawn from one generator seeded
+    with `seed`, so a call is repeatable."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    # Batches of similar prompt lengths waste little on padding; results return in order.
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    completions: list[str] = [""] * len(prompt_ids)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        out = generate(model, [prompt_ids[i] for i in rows], max_new_tokens, sampling, stop_ids=stop_ids,
+                       pad_id=pad_id, generator=generator, compile=compile)
+        for i, tokens in zip(rows, out.tokens):
+            completions[i] = decode(tokens)
+    model.train(was_training)
+    return completions
 
 
 def _question(problem: dict) -> str:

@@ -61,8 +61,13 @@ def model_config_from_hf(hf: dict, where: object = "config.json") -> ModelConfig
     if model_type not in ARCHITECTURES:
         raise InputError(f"model_type {model_type!r} is not a supported architecture "
                          f"(supported: {', '.join(ARCHITECTURES)})", where)
+    # transformers 5 writes rope_theta and any scaling into `rope_parameters`; 4.x wrote them
+    # at the top level (`rope_theta`, `rope_scaling`).
+    rope = {"rope_theta": hf.get("rope_theta", 10000.0), **(hf.get("rope_parameters") or {})}
     if hf.get("rope_scaling") not in (None, {}) and hf["rope_scaling"].get("rope_type") != "default":
         raise InputError(f"rope_scaling {hf['rope_scaling']} is not supported", where)
+    if rope.get("rope_type", "default") != "default":
+        raise InputError(f"rope_parameters {hf['rope_parameters']} (scaled RoPE) is not supported", where)
     try:
         heads = hf["num_attention_heads"]
         return ModelConfig(
@@ -74,7 +79,7 @@ def model_config_from_hf(hf: dict, where: object = "config.json") -> ModelConfig
             num_key_value_heads=hf.get("num_key_value_heads") or heads,
             head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
             max_position_embeddings=hf.get("max_position_embeddings", 2048),
-            rope_theta=float(hf.get("rope_theta", 10000.0)),
+            rope_theta=float(rope["rope_theta"]),
             rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
             attention_bias=model_type == "qwen2" or bool(hf.get("attention_bias", False)),

@@ -3,8 +3,9 @@
     model, tok = load_policy("runs/sft/model", "", "lora", LoRAConfig(r=8), rt)
     ckpt = policy_checkpointing(model, tok, run_dir / "model", peft="lora")
     reference = make_reference(model, "adapter")        # or "copy"
+    result = train_policy(model, tok, objective, batches, cfg, rt, run_dir, evaluate)   # dpo, kto
 
-Shared by the post-training stages (sft, dpo, grpo): with LoRA the checkpoint is a PEFT adapter
+Shared by the post-training stages (sft, dpo, kto, grpo): with LoRA the checkpoint is a PEFT adapter
 directory and the reference is the same model with the adapter switched off; with full
 fine-tuning the checkpoint is an HF model directory and the reference a frozen copy (or
 log-probs precomputed once, when the data is fixed).
@@ -21,13 +22,17 @@ from lmforge.config import ConfigError
 from lmforge.model.peft import (LoRAConfig, apply_peft, load_adapter_weights, merge_and_unload,
                                 save_adapter, unwrap)
 from lmforge.model.quantize import Scheme, quantize as quantize_weights
-from lmforge.stages.common import export_model, model_checkpointing
+from lmforge.stages.common import export_model, model_checkpointing, task_evaluators
 from lmforge.model.load import load_pretrained
 from lmforge.tokenizer import Tokenizer
 from lmforge.train.logprobs import ReferenceFn, adapter_reference, frozen_reference
-from lmforge.train.loop import Checkpointing
+from lmforge.train.loop import Checkpointing, Periodic, TrainResult, train
+from lmforge.train.metrics import MetricsLog
+from lmforge.train.optim import build_optimizer
+from lmforge.train.parallel import wrap_model
 
 Peft = Literal["none", "lora"]
+Reference = Literal["auto", "precompute", "copy", "adapter", "none"]  # see reference_kind
 
 
 def load_policy(source: str, tokenizer_dir: str, peft: Peft, lora: LoRAConfig, rt,
@@ -50,6 +55,21 @@ def quantize_base(model, quantize: Scheme, peft: str):
         raise ConfigError(f"quantize={quantize} freezes the base weights: it needs a PEFT method "
                           "(QLoRA is --peft lora --quantize int4); full fine-tuning trains them")
     return quantize_weights(model, quantize, head="none")
+
+
+def reference_kind(requested: str, peft: str, needed: bool = True) -> str:
+    """The reference a stage uses: "auto" is the adapter-disabled base with LoRA, else
+    log-probs precomputed once; "none" when the loss needs none (SimPO, ORPO)."""
+    if not needed:
+        if requested not in ("auto", "none"):
+            raise ConfigError(f"reference={requested}: this loss uses no reference model (leave reference: auto)")
+        return "none"
+    if requested == "none":
+        raise ConfigError("reference=none: this loss compares the policy to a reference "
+                          "(auto | precompute | copy | adapter)")
+    if requested == "auto":
+        return "adapter" if peft == "lora" else "precompute"
+    return requested
 
 
 def make_reference(model, kind: str) -> ReferenceFn | None:
@@ -87,3 +107,21 @@ def export_merged(model, tok, out_dir: Path, base_model: str = "") -> None:
         export_model(merge_and_unload(model), tok, out_dir)
         return
     export_model(merge_and_unload(copy.deepcopy(model)), tok, out_dir)
+
+
+def train_policy(model, tok, objective, batches, cfg, rt, run_dir: Path, evaluate=None) -> TrainResult:
+    """The one loop for an offline preference stage (dpo, kto): `cfg` carries its optim, loop,
+    peft and logging fields; `evaluate(step)` (held-out metrics) runs every
+    loop.eval_every_steps when that is before the end, `--eval_tasks` likewise."""
+    log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
+    optimizer = build_optimizer(model, cfg.optim, rt.device, model.config.hidden_size)
+    held_out = ([Periodic(cfg.loop.eval_every_steps, evaluate)]
+                if evaluate is not None and cfg.loop.eval_every_steps < cfg.loop.max_steps else [])
+    result = train(wrap_model(model, rt, cfg.compile), objective, batches, optimizer,
+                   loop=cfg.loop, optim=cfg.optim, runtime=rt, log=log,
+                   checkpoint=policy_checkpointing(model, tok, run_dir / "model", cfg.peft, cfg.model),
+                   evaluators=held_out + task_evaluators(cfg.eval_tasks, model, tok, cfg.loop.eval_every_steps,
+                                                         chat=True),
+                   resume=cfg.resume)
+    log.close()
+    return result
