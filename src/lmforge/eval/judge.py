@@ -38,8 +38,9 @@ def parse_verdict(text: str) -> str | None:
 
 
 def pairwise_compare(prompts: list[str], answers_a: list[str], answers_b: list[str], judge,
-                     max_new_tokens: int = 16) -> tuple[dict, list[dict]]:
-    ask = lambda first, second: [[{"role": "user", "content": JUDGE_PROMPT.format(  # noqa: E731
+                     max_new_tokens: int = 16, template: str = JUDGE_PROMPT) -> tuple[dict, list[dict]]:
+    """`template` has {prompt}, {first} and {second} (the data engine's judge adds a constitution)."""
+    ask = lambda first, second: [[{"role": "user", "content": template.format(  # noqa: E731
         prompt=p, first=f, second=s)}] for p, f, s in zip(prompts, first, second)]
     a_first = judge.chat(ask(answers_a, answers_b), max_new_tokens=max_new_tokens)
     b_first = judge.chat(ask(answers_b, answers_a), max_new_tokens=max_new_tokens)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lmforge.errors import InputError
 
-PIPELINE_ORDER = ("curated", "tokenizer", "shards", "pretrain", "sft", "dpo", "grpo")
+PIPELINE_ORDER = ("curated", "tokenizer", "shards", "pretrain", "sft", "rm", "ppo", "dpo", "kto", "spin", "grpo")
 
 
 @dataclass

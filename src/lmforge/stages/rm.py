@@ -19,12 +19,13 @@ import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmforge.data.preference import PreferenceBatches, collate_whole, hold_out_pairs, read_preferences, render_pairs
+from lmforge.data.preference import (PreferenceBatches, RenderedPair, collate_whole, hold_out_pairs,
+                                     read_preferences, render_pairs)
 from lmforge.eval.preference import likelihood_preference, reward_model_preference
 from lmforge.model.hub import read_safetensors
 from lmforge.model.peft import LoRAConfig, merge_and_unload
@@ -34,7 +35,7 @@ from lmforge.report import plot_series, record_run, write_report
 from lmforge.runtime import Runtime
 from lmforge.stages.common import RunOptions
 from lmforge.stages.policy import Peft, load_policy
-from lmforge.train.loop import Checkpointing, LoopConfig, Periodic, train
+from lmforge.train.loop import Checkpointing, LoopConfig, Periodic, TrainResult, train
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.reward import bootstrap_masks, reward_objective
 from lmforge.train.optim import OptimConfig, build_optimizer
@@ -77,9 +78,6 @@ def reward_model(cfg: RMConfig):
     rm = RewardModel(trunk, cfg.ensemble, pad_id).to(rt.device)
     if cfg.freeze_trunk:
         rm.trunk.requires_grad_(False)
-    batches = PreferenceBatches(train_pairs, cfg.batch_size, pad_id, cfg.seed, rt.rank, rt.world_size,
-                                collate=collate_whole)
-    objective = reward_objective(cfg.margin, bootstrap_masks(len(train_pairs), cfg.ensemble, cfg.seed))
     evaluate = lambda step: {f"eval/{k}": v for k, v in  # noqa: E731
                              reward_model_preference(rm, held_out, pad_id, cfg.batch_size).items()}
     before = evaluate(0)
@@ -87,13 +85,12 @@ def reward_model(cfg: RMConfig):
              f"peft: {cfg.peft}; held-out accuracy of the trunk's own likelihood: {_pm(baseline)}, "
              f"of the untrained head: {_pm(before, 'eval/')}")
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
-    optimizer = build_optimizer(rm, cfg.optim, rt.device, rm.config.hidden_size)
-    result = train(wrap_model(rm, rt, cfg.compile), objective, batches, optimizer,
-                   loop=cfg.loop, optim=cfg.optim, runtime=rt, log=log,
-                   checkpoint=reward_checkpointing(rm, tok, run_dir / "model", cfg.peft),
-                   evaluators=([Periodic(cfg.loop.eval_every_steps, evaluate)]
-                               if held_out and cfg.loop.eval_every_steps < cfg.loop.max_steps else []),
-                   resume=cfg.resume)
+    result = fit_reward_model(rm, train_pairs, cfg.batch_size, cfg.margin, cfg.seed, cfg.optim, cfg.loop, rt, log,
+                              compile=cfg.compile,
+                              checkpoint=reward_checkpointing(rm, tok, run_dir / "model", cfg.peft),
+                              evaluators=([Periodic(cfg.loop.eval_every_steps, evaluate)]
+                                          if held_out and cfg.loop.eval_every_steps < cfg.loop.max_steps else []),
+                              resume=cfg.resume)
     log.close()
     after = evaluate(result.step)
     rt.print(f"held-out accuracy of the reward model: {_pm(after, 'eval/')} (untrained head {_pm(before, 'eval/')}, "
@@ -103,6 +100,19 @@ def reward_model(cfg: RMConfig):
         _write_rm_report(run_dir, cfg, result, baseline, before, after,
                          {"train": len(train_pairs), "held_out": len(held_out)})
     return result
+
+
+def fit_reward_model(rm: RewardModel, pairs: list[RenderedPair], batch_size: int, margin: float, seed: int,
+                     optim: OptimConfig, loop: LoopConfig, rt: Runtime, log: MetricsLog, compile: bool = False,
+                     checkpoint: Checkpointing | None = None, evaluators: Sequence[Periodic] = (),
+                     resume: bool = False) -> TrainResult:
+    """Bradley–Terry training of `rm` on rendered pairs through the one loop, each head on its
+    own bootstrap of the pairs (`lmforge rm`, and `lmforge label` refitting as labels arrive)."""
+    batches = PreferenceBatches(pairs, batch_size, rm.pad_id, seed, rt.rank, rt.world_size, collate=collate_whole)
+    objective = reward_objective(margin, bootstrap_masks(len(pairs), rm.heads, seed))
+    optimizer = build_optimizer(rm, optim, rt.device, rm.config.hidden_size)
+    return train(wrap_model(rm, rt, compile), objective, batches, optimizer, loop=loop, optim=optim, runtime=rt,
+                 log=log, checkpoint=checkpoint, evaluators=evaluators, resume=resume)
 
 
 def _pm(metrics: dict, prefix: str = "") -> str:
