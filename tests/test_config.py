@@ -19,6 +19,19 @@ def test_yaml_recipe_then_dotted_overrides(tmp_path):
     assert repeated.eval.sample_prompts == ["a", "b", "c"]  # a repeated flag collects its values
 
 
+def test_overriding_one_field_keeps_the_stages_own_group_defaults(tmp_path):
+    # DPO's optim defaults (lr 5e-6, warmup 10) are not OptimConfig's class defaults; setting
+    # one field of the group, from YAML or the command line, must not reset the others.
+    from lmforge.stages.dpo import DPOConfig
+
+    cfg = load_config(DPOConfig, ["--optim.lr", "1e-4"])
+    assert (cfg.optim.lr, cfg.optim.warmup_steps, cfg.optim.weight_decay) == (1e-4, 10, 0.0)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("loop:\n  max_steps: 7\n")
+    cfg = load_config(DPOConfig, [str(recipe)])
+    assert (cfg.loop.max_steps, cfg.loop.eval_every_steps) == (7, 50)
+
+
 def test_unknown_key_suggests_nearest_name():
     with pytest.raises(ConfigError, match="did you mean 'max_steps'"):
         load_config(PretrainConfig, ["--loop.max_step", "3"])

@@ -40,8 +40,10 @@ def load_config(cls: type[T], argv: list[str]) -> T:
     return from_dict(cls, merged)
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Recursively build dataclass `cls` from a plain mapping, validating names and types."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "", base: T | None = None) -> T:
+    """Recursively build dataclass `cls` from a plain mapping, validating names and types.
+    Fields the mapping leaves out keep `base`'s values (the enclosing config's default for
+    this group, e.g. a stage's own `optim` defaults), else the class defaults."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -50,8 +52,15 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(_unknown_key_message(f"{where}{key}", key, list(fields)))
-        kwargs[key] = _coerce(hints[key], value, f"{where}{key}")
-    return cls(**kwargs)
+        default = getattr(base, key) if base is not None else _field_default(fields[key])
+        kwargs[key] = _coerce(hints[key], value, f"{where}{key}", default)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -75,7 +84,7 @@ def field_comments(cls: type) -> dict[str, str]:
     return found
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
+def _coerce(hint: Any, value: Any, where: str, default: Any = None) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -84,14 +93,14 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(arg, value, where)
+                return _coerce(arg, value, where, default)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])
     if dataclasses.is_dataclass(hint):
         if dataclasses.is_dataclass(value):
             return value
-        return from_dict(hint, value or {}, where + ".")
+        return from_dict(hint, value or {}, where + ".", default if isinstance(default, hint) else None)
     if origin in (list, tuple):
         items = value if isinstance(value, (list, tuple)) else [value]
         item_type = args[0] if args else Any

@@ -11,7 +11,12 @@ the reward functions (`fn(text, problem) -> float`, weighted sum), and returns a
 tensors: `input_ids`, `labels` (completion tokens; -100 elsewhere), `rewards`,
 `advantages` (group-normalised), `old_logps` when a rollout serves several updates,
 `ref_logps` when a reference is given, and `metrics` (floats the objective passes on to
-the log). Any online objective (GRPO now; RLOO, PPO, online DPO later) can consume it.
+the log). Any online objective (GRPO, PPO; RLOO, online DPO later) can consume it.
+PPO adds three hooks: `score_sequences` scores whole token rows (a reward model), `critic`
+gives per-token values (`values`, B×T), and `targets` replaces the group-normalised
+advantages with its own (GAE: per-token `advantages` and `returns`, see objectives/ppo.py);
+with `shuffle` each update pass serves the rollout's rows in a new random order, so the
+micro-batches are PPO's minibatches, one optimizer step each.
 A rollout is generated as one batch (the engine is fastest wide) but trained on in
 micro-batches of `micro_batch_size` completions, one per `next()`, so long completions
 fit in memory: the GRPO stage sets the loop's gradient accumulation to
@@ -48,6 +53,7 @@ class RolloutConfig:
     score_truncated: bool = True  # False: a completion cut at max_new_tokens (no stop token) gets reward 0
     updates_per_rollout: int = 1  # optimizer steps per rollout batch (μ in GRPO)
     micro_batch_size: int = 0  # completions per training forward/backward (0 = the whole rollout)
+    shuffle: bool = False  # each update pass serves the rows in a new random order (PPO minibatches)
     compile: bool = False  # compiled decode step (one CUDA graph per token on a GPU)
 
 
@@ -56,13 +62,18 @@ class RolloutSource:
                  rewards: list[Callable[[str, dict], float]], cfg: RolloutConfig, *,
                  decode: Callable[[list[int]], str], stop_ids=(), pad_id: int = 0,
                  reward_weights: list[float] | None = None, reference: ReferenceFn | None = None,
+                 score_sequences: Callable[[list[list[int]]], torch.Tensor] | None = None,
+                 critic: ReferenceFn | None = None, targets: Callable[[dict], dict] | None = None,
                  seed: int = 0, rank: int = 0, world_size: int = 1):
         if len(prompt_ids) != len(problems) or not prompt_ids:
             raise ValueError("need one problem per prompt, and at least one prompt")
+        if not rewards and score_sequences is None:
+            raise ValueError("need a reward: reward functions and/or a sequence scorer")
         self.policy, self.cfg, self.decode = policy, cfg, decode
         self.prompt_ids, self.problems = prompt_ids, problems
-        self.rewards = rewards
-        self.weights = reward_weights or [1.0] * len(rewards)
+        self.rewards, self.score_sequences = rewards, score_sequences
+        self.weights = reward_weights or [1.0] * (len(rewards) + (score_sequences is not None))
+        self.critic, self.targets = critic, targets
         self.reference, self.stop_ids, self.pad_id = reference, set(stop_ids), pad_id
         self.seed, self.rank, self.world_size = seed, rank, world_size
         device = next(policy.parameters()).device
@@ -75,8 +86,7 @@ class RolloutSource:
 
     def __next__(self) -> dict:
         if not self.queue:
-            rollout = self._rollout()
-            self.queue = [self._select(rollout, s) for s in self._slices()] * self.cfg.updates_per_rollout
+            self.queue = self._micro_batches(self._rollout())
         return self.queue.pop(0)
 
     @property
@@ -84,21 +94,38 @@ class RolloutSource:
         return len(self._slices())
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position,
-                "generator": self.generator.get_state(), "queue": list(self.queue)}
+        state = {"epoch": self.epoch, "position": self.position,
+                 "generator": self.generator.get_state(), "queue": list(self.queue)}
+        if hasattr(self.targets, "state_dict"):  # e.g. PPO's adaptive KL coefficient
+            state["targets"] = self.targets.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position = state["epoch"], state["position"]
         self.generator.set_state(state["generator"])
         self.queue = list(state["queue"])
+        if "targets" in state:
+            self.targets.load_state_dict(state["targets"])
 
     def _slices(self) -> list[slice]:
         n = self.cfg.prompts_per_batch * self.cfg.group_size
         size = self.cfg.micro_batch_size or n
         return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
+    def _micro_batches(self, rollout: dict) -> list[dict]:
+        """The rollout's micro-batches, pass after pass. Shuffled passes draw from a seed
+        fixed by the rollout's place in the prompt order, so they need no state of their own."""
+        if not self.cfg.shuffle:
+            return [self._select(rollout, s) for s in self._slices()] * self.cfg.updates_per_rollout
+        served = []
+        for update in range(self.cfg.updates_per_rollout):
+            order = list(range(self.cfg.prompts_per_batch * self.cfg.group_size))
+            random.Random(f"{self.seed}:{self.rank}:{self.epoch}:{self.position}:{update}").shuffle(order)
+            served += [self._select(rollout, torch.tensor(order[s])) for s in self._slices()]
+        return served
+
     @staticmethod
-    def _select(batch: dict, rows: slice) -> dict:
+    def _select(batch: dict, rows: slice | torch.Tensor) -> dict:
         """Rows of a rollout, cut after their last scored column (the rollout is padded to
         its longest completion; a micro-batch need not be)."""
         part = {k: v[rows] if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -132,18 +159,18 @@ class RolloutSource:
                        Sampling(cfg.temperature, cfg.top_k, cfg.top_p), stop_ids=self.stop_ids,
                        pad_id=self.pad_id, generator=self.generator, compile=cfg.compile)
         generate_seconds = time.perf_counter() - t0
-        texts = [self.decode(t) for t in out.tokens]
-        scores = torch.tensor([[fn(text, p) for fn in self.rewards] for text, p in zip(texts, problems)],
-                              dtype=torch.float32).view(len(texts), len(self.rewards))
+        scores = self._score(prompts, out.tokens, problems)
         rewards = scores @ torch.tensor(self.weights, dtype=torch.float32)
         if not cfg.score_truncated:  # an answer that never ends is no answer (DAPO's overlong penalty)
             rewards = rewards * torch.tensor(out.stopped, dtype=torch.float32)
-        advantages = group_advantages(rewards, G, cfg.scale_advantages)
-        batch = self._pack(prompts, out.tokens)
-        batch.update(rewards=rewards, advantages=advantages)
+        batch = pack_completions(prompts, out.tokens, self.pad_id)
+        batch.update(rewards=rewards)
         device = next(self.policy.parameters()).device
-        scorers = {"old_logps": policy_logprobs if cfg.updates_per_rollout > 1 else None,
-                   "ref_logps": (lambda _, x, y: self.reference(x, y)) if self.reference else None}
+        # PPO's KL penalty is paid on the sampling policy's log-probs, so a critic needs them.
+        reused = cfg.updates_per_rollout > 1 or cfg.shuffle or self.critic is not None
+        scorers = {"old_logps": policy_logprobs if reused else None,
+                   "ref_logps": (lambda _, x, y: self.reference(x, y)) if self.reference else None,
+                   "values": (lambda _, x, y: self.critic(x, y)) if self.critic else None}
         for name, score in scorers.items():
             if score is not None:  # per micro-batch: the same memory bound as training
                 with torch.no_grad():
@@ -151,30 +178,47 @@ class RolloutSource:
                         score(self.policy, batch["input_ids"][s].to(device), batch["labels"][s].to(device)).cpu()
                         for s in self._slices()])
         self.policy.train(was_training)
-        batch["metrics"] = self._metrics(scores, rewards, out, generate_seconds)
+        targets = (self.targets(batch) if self.targets else
+                   {"advantages": group_advantages(rewards, G, cfg.scale_advantages)})
+        metrics = {**self._metrics(scores, rewards, out, generate_seconds), **targets.pop("metrics", {})}
+        batch.update(targets, metrics=metrics)
         return batch
 
-    def _pack(self, prompts: list[list[int]], completions: list[list[int]]) -> dict:
-        """Right-padded prompt+completion rows; labels score the completion tokens only."""
-        rows = [p + c for p, c in zip(prompts, completions)]
-        T = max(len(r) for r in rows) - 1
-        input_ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
-        for i, (p, c) in enumerate(zip(prompts, completions)):
-            row = p + c
-            input_ids[i, :len(row) - 1] = torch.tensor(row[:-1])
-            labels[i, len(p) - 1:len(row) - 1] = torch.tensor(c)
-        return {"input_ids": input_ids, "labels": labels}
+    def _score(self, prompts: list[list[int]], completions: list[list[int]], problems: list[dict]) -> torch.Tensor:
+        """(N, k) scores: one column per reward function, then the sequence scorer's."""
+        texts = [self.decode(t) for t in completions]
+        scores = torch.tensor([[fn(text, p) for fn in self.rewards] for text, p in zip(texts, problems)],
+                              dtype=torch.float32).view(len(texts), len(self.rewards))
+        if self.score_sequences is not None:
+            rows = [p + c for p, c in zip(prompts, completions)]
+            scores = torch.cat([scores, self.score_sequences(rows).float().cpu().view(len(rows), 1)], 1)
+        return scores
 
     def _metrics(self, scores, rewards, out, generate_seconds: float) -> dict:
         G = self.cfg.group_size
         lengths = torch.tensor([len(t) for t in out.tokens], dtype=torch.float32)
         grouped = rewards.view(-1, G)
+        # The first reward is the correctness check by convention (0/1 for math); a sequence
+        # scorer (reward model) comes last.
+        named = ({"accuracy": float(scores[:, 0].mean())} if self.rewards else {}) | (
+            {"sequence_score": float(scores[:, -1].mean())} if self.score_sequences else {})
         return {"reward_mean": float(rewards.mean()),
                 "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-                # The first reward is the correctness check by convention (0/1 for math).
-                "accuracy": float(scores[:, 0].mean()),
+                **named,
                 "completion_tokens": float(lengths.mean()),
                 "truncated_fraction": 1.0 - sum(out.stopped) / len(out.stopped),
                 "flat_group_fraction": float((grouped.max(1).values == grouped.min(1).values).float().mean()),
                 "generate_seconds": generate_seconds}
+
+
+def pack_completions(prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> dict:
+    """Right-padded prompt+completion rows; labels score the completion tokens only."""
+    rows = [p + c for p, c in zip(prompts, completions)]
+    T = max(len(r) for r in rows) - 1
+    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        row = p + c
+        input_ids[i, :len(row) - 1] = torch.tensor(row[:-1])
+        labels[i, len(p) - 1:len(row) - 1] = torch.tensor(c)
+    return {"input_ids": input_ids, "labels": labels}

@@ -37,15 +37,15 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Te
               mask: torch.Tensor, clip_eps: float = 0.2, clip_eps_high: float | None = None,
               ref_logps: torch.Tensor | None = None, kl_coef: float = 0.0,
               loss_norm: LossNorm = "token") -> tuple[torch.Tensor, dict]:
-    """The clipped surrogate (PPO) per token with a sequence-level advantage, plus β·KL.
+    """The clipped surrogate (PPO) per token, plus β·KL.
 
-    logps/old_logps/ref_logps/mask: (B, T); advantages: (B,). "token" normalisation
-    averages over all completion tokens in the batch (DAPO, Yu et al. 2025), so long
-    answers are not down-weighted per token; "sequence" averages within each completion
-    first, as in the original GRPO.
+    logps/old_logps/ref_logps/mask: (B, T); advantages: (B,) per completion, or (B, T) per
+    token (PPO's GAE). "token" normalisation averages over all completion tokens in the
+    batch (DAPO, Yu et al. 2025), so long answers are not down-weighted per token;
+    "sequence" averages within each completion first, as in the original GRPO.
     """
     ratio = torch.exp(logps - old_logps)
-    adv = advantages[:, None]
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages
     high = clip_eps if clip_eps_high is None else clip_eps_high
     unclipped, clipped = ratio * adv, ratio.clamp(1 - clip_eps, 1 + high) * adv
     per_token = -torch.minimum(unclipped, clipped)
