@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 
-JUDGE_PROMPT = """You are judging two responses to the same user request. Which one is better: more helpful, correct and clear?
+JUDGE_PROMPT = """You are judging two responses to the same user request. {criteria}
 
 [User request]
 {prompt}
@@ -28,6 +28,12 @@ JUDGE_PROMPT = """You are judging two responses to the same user request. Which 
 
 Answer with exactly one of: "1", "2" or "tie"."""
 
+
+def judge_template(criteria: str = "Which one is better: more helpful, correct and clear?") -> str:
+    """The judge's prompt with `criteria` written in (its braces escaped), leaving {prompt},
+    {first} and {second} to fill."""
+    return JUDGE_PROMPT.replace("{criteria}", criteria.replace("{", "{{").replace("}", "}}"))
+
 _VERDICT = re.compile(r"\b(1|2|tie)\b", re.I)
 
 
@@ -38,8 +44,10 @@ def parse_verdict(text: str) -> str | None:
 
 
 def pairwise_compare(prompts: list[str], answers_a: list[str], answers_b: list[str], judge,
-                     max_new_tokens: int = 16, template: str = JUDGE_PROMPT) -> tuple[dict, list[dict]]:
-    """`template` has {prompt}, {first} and {second} (the data engine's judge adds a constitution)."""
+                     max_new_tokens: int = 16, template: str = "") -> tuple[dict, list[dict]]:
+    """`template` has {prompt}, {first} and {second} (default: `judge_template()`; the data
+    engine's judge writes a constitution in)."""
+    template = template or judge_template()
     ask = lambda first, second: [[{"role": "user", "content": template.format(  # noqa: E731
         prompt=p, first=f, second=s)}] for p, f, s in zip(prompts, first, second)]
     a_first = judge.chat(ask(answers_a, answers_b), max_new_tokens=max_new_tokens)

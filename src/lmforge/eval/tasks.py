@@ -73,9 +73,9 @@ def load_task(spec: str) -> Task:
                 source=str(path))
 
 
-def read_records(path: Path, field_map: dict[str, str]) -> list[tuple[int, dict]]:
-    """(line number, JSON object) for each non-blank line, user field names renamed to the
-    canonical ones."""
+def read_records(path: Path, field_map: dict[str, str] | None = None) -> list[tuple[int, dict]]:
+    """(line number, JSON object) for each non-blank line of a JSONL file, user field names
+    renamed to the canonical ones; a broken line or an empty file is an InputError."""
     records = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -87,12 +87,12 @@ def read_records(path: Path, field_map: dict[str, str]) -> list[tuple[int, dict]
                 raise InputError(f"not valid JSON ({e.msg})", path, line_no) from None
             if not isinstance(record, dict):
                 raise InputError("a record must be a JSON object", path, line_no)
-            for canonical, name in field_map.items():
+            for canonical, name in (field_map or {}).items():
                 if name in record:
                     record[canonical] = record[name]
             records.append((line_no, record))
     if not records:
-        raise InputError("the task has no records", path)
+        raise InputError("no records", path)
     return records
 
 

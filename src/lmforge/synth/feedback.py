@@ -20,24 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.errors import InputError
-from lmforge.eval.judge import JUDGE_PROMPT, parse_verdict, pairwise_compare
+from lmforge.eval.judge import judge_template, parse_verdict, pairwise_compare
 from lmforge.synth.stage import (EndpointOptions, Prompt, batch_seed, generator_name, open_generator, prompt_manifest,
                                  read_prompt_set, write_resumable)
 
-CONSTITUTION_PROMPT = """You are judging two responses to the same user request. Judge them by these principles:
-
-{principles}
-
-[User request]
-{prompt}
-
-[Response 1]
-{first}
-
-[Response 2]
-{second}
-
-Answer with exactly one of: "1", "2" or "tie"."""
 
 
 @dataclass
@@ -121,14 +107,13 @@ def preference_row(prompt: Prompt, a: str, b: str, a_first: str, b_first: str) -
 
 
 def constitution_template(path: str) -> str:
-    """The judge's prompt with the constitution's principles written in (braces escaped, so
-    the template's own fields are the only ones left)."""
+    """The judge's prompt with the constitution's principles written in."""
     if not path:
-        return JUDGE_PROMPT
+        return judge_template()
     if not Path(path).is_file():
         raise InputError("no such constitution file", path)
-    principles = Path(path).read_text(encoding="utf-8").strip().replace("{", "{{").replace("}", "}}")
-    return CONSTITUTION_PROMPT.replace("{principles}", principles)
+    principles = Path(path).read_text(encoding="utf-8").strip()
+    return judge_template(f"Judge them by these principles:\n\n{principles}")
 
 
 def _manifest(cfg: JudgeConfig):

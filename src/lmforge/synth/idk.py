@@ -18,7 +18,8 @@ from pathlib import Path
 
 from lmforge.errors import InputError
 from lmforge.eval.knowledge import CATEGORIES
-from lmforge.synth.stage import Manifest, read_jsonl, write_jsonl
+from lmforge.eval.tasks import read_records
+from lmforge.synth.stage import Manifest, write_jsonl
 
 
 @dataclass
@@ -38,7 +39,7 @@ def idk(cfg: IDKConfig) -> dict:
     if not Path(cfg.knowledge).is_file():
         raise InputError("no such file (run `lmforge analyze knowledge` first)", cfg.knowledge)
     rows, counts = [], Counter()
-    for line, record in read_jsonl(Path(cfg.knowledge)):
+    for line, record in read_records(Path(cfg.knowledge)):
         answer = record.get("answer")
         answer = answer[0] if isinstance(answer, list) and answer else answer
         if (record.get("category") not in CATEGORIES or not isinstance(record.get("question"), str)

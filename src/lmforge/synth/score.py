@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from lmforge.errors import InputError
-from lmforge.eval.judge import JUDGE_PROMPT, pairwise_compare
+from lmforge.eval.judge import pairwise_compare
 
 
 def load_verifiers(specs: list[str]) -> dict:
@@ -55,7 +55,7 @@ class RewardModelScorer:
         return scores
 
 
-def judge_knockout(prompts: list[str], candidates: list[list[str]], judge, template: str = JUDGE_PROMPT,
+def judge_knockout(prompts: list[str], candidates: list[list[str]], judge, template: str = "",
                    max_new_tokens: int = 16) -> list[int]:
     """The index of each prompt's best candidate: the incumbent meets each challenger in turn,
     both orders asked (eval.judge); only a verdict that survives the swap unseats it."""

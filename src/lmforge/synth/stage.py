@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from lmforge.errors import InputError
+from lmforge.eval.tasks import read_records
 from lmforge.synth.backend import BackendError, open_backend
 
 # Settings that change how a job runs but not which rows it writes: a resumed job may alter them.
@@ -69,7 +70,7 @@ def read_prompt_set(spec: str, seed: int = 0) -> list[Prompt]:
     word; their records carry the "answer" a verifier checks)."""
     path = Path(spec)
     if path.is_file():
-        return [Prompt(i, _prompt_messages(r, path, line), r) for i, (line, r) in enumerate(read_jsonl(path))]
+        return [Prompt(i, _prompt_messages(r, path, line), r) for i, (line, r) in enumerate(read_records(path))]
     name, sep, n = spec.rpartition(":")
     if not sep or not n.isdigit():
         raise InputError("no such prompt file (or task NAME:N, e.g. arithmetic:200)", spec)
@@ -81,23 +82,6 @@ def read_prompt_set(spec: str, seed: int = 0) -> list[Prompt]:
         raise InputError(str(e), spec) from None
     return [Prompt(i, p["messages"], p) for i, p in enumerate(problems)]
 
-
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e.msg})", path, line_no) from None
-            if not isinstance(record, dict):
-                raise InputError("a record must be a JSON object", path, line_no)
-            records.append((line_no, record))
-    if not records:
-        raise InputError("no records", path)
-    return records
 
 
 def _prompt_messages(record: dict, path: Path, line: int) -> list[dict]:

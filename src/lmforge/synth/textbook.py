@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.errors import InputError
+from lmforge.eval.tasks import read_records
 from lmforge.synth.stage import (EndpointOptions, Manifest, Prompt, batch_seed, generator_name, open_generator,
-                                 read_jsonl, write_resumable)
+                                 write_resumable)
 
 TEXTBOOK_PROMPT = """Write a section of a textbook on "{topic}" for {audience}. Explain the idea step by step in clear prose, with one worked example. Then give {exercises} exercises, each followed by its solution. Reply with the section only."""
 
@@ -77,7 +78,7 @@ def read_topics(path: Path) -> list[str]:
         raise InputError("no such topic file", path)
     if path.suffix == ".jsonl":
         topics = []
-        for line, record in read_jsonl(path):
+        for line, record in read_records(path):
             if not isinstance(record.get("topic"), str):
                 raise InputError("a topic record needs 'topic' (a string)", path, line)
             topics.append(record["topic"])
