@@ -88,3 +88,26 @@ def _greedy_no_cache(model, prompt: list[int], steps: int) -> list[int]:
         for _ in range(steps):
             seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
     return seq[len(prompt):]
+
+
+def test_session_runs_the_tools_a_reply_calls_and_feeds_results_back(chat_model_dir, monkeypatch):
+    import lmforge.infer.chat as chat_module
+    from lmforge.infer.engine import Generation
+    from lmforge.model.load import load_pretrained
+
+    model, tok = load_pretrained(chat_model_dir)
+    call = '<|tool_call|>{"name": "calculator", "arguments": {"expression": "6 * 7"}}<|/tool_call|>'
+    prompts = []
+
+    def scripted(model, prompts_ids, *args, **kwargs):
+        prompts.append(tok.decode(prompts_ids[0]))
+        text = "It is 42." if "<|tool_result|>42<|/tool_result|>" in prompts[-1] else call
+        return Generation(tokens=[tok.encode(text, allow_special=True) + [tok.eos_id]], stopped=[True])
+
+    monkeypatch.setattr(chat_module, "generate", scripted)
+    session = ChatSession(model, tok, tools=["calculator"])
+    shown = []
+    assert session.send("What is 6 * 7?", on_text=shown.append) == "It is 42."
+    assert [m["role"] for m in session.history] == ["user", "assistant", "tool", "assistant"]
+    assert session.history[2]["content"] == "42" and '"name": "calculator"' in prompts[0]
+    assert "[calculator(" in "".join(shown)

@@ -3,6 +3,7 @@
     lmforge chat runs/demo/sft/model --system "You answer briefly." --temperature 0.7
     lmforge chat runs/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
     lmforge chat runs/demo/sft/model --message "What is 3 + 4?"     # one turn, then exit
+    lmforge chat runs/demo/sft/model --tools calculator python       # the model may call tools
 
 Commands inside: /reset, /system TEXT, /quit. Each reply ends at the end-of-turn token.
 """
@@ -32,6 +33,7 @@ class ChatConfig:
     device: str = "auto"
     dtype: str = "float32"  # weights dtype: float32 | bfloat16
     quantize: Scheme = "none"  # weight-only quantization for inference: none | int8 | int4
+    tools: list[str] = field(default_factory=list)  # built-in tools the model may call: calculator, python
 
 
 def chat(cfg: ChatConfig) -> list[str]:
@@ -41,7 +43,7 @@ def chat(cfg: ChatConfig) -> list[str]:
     model, tok = load_pretrained(cfg.model, rt.device, getattr(torch, cfg.dtype),
                                   quantize=cfg.quantize)
     session = ChatSession(model, tok, cfg.system, Sampling(cfg.temperature, cfg.top_k, cfg.top_p),
-                          cfg.max_new_tokens, seed=cfg.seed)
+                          cfg.max_new_tokens, seed=cfg.seed, tools=cfg.tools)
     if not cfg.message:
         run_repl(session)
         return [m["content"] for m in session.history if m["role"] == "assistant"]
