@@ -1,5 +1,5 @@
 """lmforge's preference losses against TRL's own code on one fixed batch: DPO (sigmoid), IPO,
-SimPO, ORPO and KTO, in fp32 on CPU.
+SimPO, ORPO, KTO and the reward model's Bradley–Terry loss, in fp32 on CPU.
 
     python bench/trl_parity.py [--model runs/models/smollm2/hf] [--pairs 4] [--seed 0]
 
@@ -20,8 +20,19 @@ beside the point): `DPOTrainer._compute_loss` (loss_type sigmoid and ipo) and
 ORPO's NLL term differs by definition (TRL: prompt and response tokens, averaged over the
 batch's tokens; lmforge and the paper: the response, averaged per response), so the odds-ratio
 term is compared and both full losses are reported. KTO's mismatched (KL) sequences are
-lmforge's, handed to TRL as its `KL_*` inputs. Prints JSON: each loss on both sides, their
-absolute difference, and the largest difference of any per-sequence log-prob.
+lmforge's, handed to TRL as its `KL_*` inputs.
+
+The reward model is the checkpoint's trunk under a seeded score head, written by lmforge's
+`save_reward_model` and read back by each side: `load_reward_model` and transformers'
+`AutoModelForSequenceClassification` (`LlamaForSequenceClassification`). TRL's loss is
+`RewardTrainer.compute_loss` on its own collator's batch (`DataCollatorForPreference`),
+without and with a margin (TRL reads a per-pair `margin` column; lmforge's is one constant,
+handed to TRL as that constant in every row). TRL's `center_rewards_coefficient` (an extra
+c·mean((r_c + r_r)²), Eisenstein et al. 2023) is off by default and absent from lmforge, which
+follows InstructGPT (plain Bradley–Terry) and Llama 2 (the margin).
+
+Prints JSON: each loss on both sides, their absolute difference, the largest difference of
+any per-sequence log-prob and of any reward-model score.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to download: the models 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = ROOT / "runs" / "models" / "smollm2" / "hf"
 HYPER = {"beta": 0.1, "ipo_beta": 0.1, "simpo_beta": 2.0, "simpo_gamma": 0.5, "orpo_lambda": 0.1,
-         "kto_beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.33}
+         "kto_beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.33, "rm_margin": 0.5}
 
 
 def make_models(model_dir: Path | None, work_dir: Path, seed: int = 0) -> dict:
@@ -219,13 +230,60 @@ def _hf_sequence_logps(model, input_ids: torch.Tensor, labels: torch.Tensor) -> 
     return logps.gather(-1, targets.clamp(min=0)[..., None])[..., 0].masked_fill(targets == -100, 0).sum(-1)
 
 
+def make_reward_models(model_dir: Path, work_dir: Path, seed: int = 0) -> dict:
+    """{"ours": RewardModel, "hf": LlamaForSequenceClassification}, fp32, eval mode: the
+    checkpoint's trunk under a seeded score head, saved by lmforge and loaded by each side."""
+    from transformers import AutoModelForSequenceClassification
+
+    from lmforge.model.hub import load_model
+    from lmforge.model.reward import RewardModel, load_reward_model, save_reward_model
+
+    torch.manual_seed(seed)
+    save_reward_model(RewardModel(load_model(model_dir), heads=1, pad_id=0), work_dir / "reward_model")
+    return {"ours": load_reward_model(work_dir / "reward_model").eval(),
+            "hf": AutoModelForSequenceClassification.from_pretrained(work_dir / "reward_model",
+                                                                     dtype=torch.float32).eval()}
+
+
+@torch.no_grad()
+def lmforge_rm_losses(rm, pairs) -> dict:
+    from lmforge.data.preference import collate_whole
+    from lmforge.train.objectives.reward import reward_objective
+
+    batch = collate_whole(pairs, pad_id=rm.pad_id)
+    return {"reward_bt": float(reward_objective()(rm, batch)[0]),
+            "reward_bt_margin": float(reward_objective(margin=HYPER["rm_margin"])(rm, batch)[0]),
+            "reward_scores": rm(torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]]))[:, 0]}
+
+
+@torch.no_grad()
+def trl_rm_losses(model, pairs, pad_id: int = 0) -> dict:
+    """RewardTrainer.compute_loss on its collator's batch, without and with a margin column."""
+    from trl import RewardTrainer
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    collate = DataCollatorForPreference(pad_token_id=pad_id)
+    rows = [{"chosen_ids": p.chosen_ids, "rejected_ids": p.rejected_ids} for p in pairs]
+    trainer = _stub(model, None)
+    trainer.args = SimpleNamespace(center_rewards_coefficient=None)  # TRL's default
+    loss = lambda rows: float(RewardTrainer.compute_loss(trainer, model, collate(rows)))  # noqa: E731
+    inputs = collate(rows)
+    return {"reward_bt": loss(rows),
+            "reward_bt_margin": loss([dict(r, margin=HYPER["rm_margin"]) for r in rows]),
+            "reward_scores": model(input_ids=inputs["input_ids"],
+                                   attention_mask=inputs["attention_mask"]).logits[:, 0]}
+
+
 def compare(ours: dict, theirs: dict) -> dict:
     """Per loss: both values and |difference|; the largest per-sequence log-prob difference."""
     losses = {k: {"lmforge": ours[k], "trl": theirs[k], "abs_diff": abs(ours[k] - theirs[k])}
-              for k in ("dpo", "ipo", "simpo", "orpo_odds_ratio", "kto", "orpo_full")}
+              for k in ("dpo", "ipo", "simpo", "orpo_odds_ratio", "kto", "reward_bt", "reward_bt_margin",
+                        "orpo_full")}
     logps_diff = max(float((ours["sequence_logps"][k] - theirs["sequence_logps"][k]).abs().max())
                      for k in ours["sequence_logps"])
-    return {"losses": losses, "sequence_logps_max_abs_diff": logps_diff, "kto_z0": theirs["kto_z0"]}
+    scores_diff = float((ours["reward_scores"] - theirs["reward_scores"]).abs().max())
+    return {"losses": losses, "sequence_logps_max_abs_diff": logps_diff, "reward_scores_max_abs_diff": scores_diff,
+            "kto_z0": theirs["kto_z0"]}
 
 
 def run(model_dir: Path | None, n_pairs: int = 4, seed: int = 0) -> dict:
@@ -233,7 +291,11 @@ def run(model_dir: Path | None, n_pairs: int = 4, seed: int = 0) -> dict:
         models = make_models(model_dir, Path(work), seed)
         pairs = fixed_pairs(models["policy"]["hf"].config.vocab_size, n_pairs, seed)
         examples = kto_examples(pairs, seed)
-        return compare(lmforge_losses(models, pairs, examples), trl_losses(models, pairs, examples))
+        ours, theirs = lmforge_losses(models, pairs, examples), trl_losses(models, pairs, examples)
+        reward_models = make_reward_models(model_dir or Path(work) / "policy", Path(work), seed)
+        ours.update(lmforge_rm_losses(reward_models["ours"], pairs))
+        theirs.update(trl_rm_losses(reward_models["hf"], pairs))
+        return compare(ours, theirs)
 
 
 def main() -> None:

@@ -57,16 +57,20 @@ def test_all_ignored_labels_give_zero_loss_and_zero_gradient():
     assert loss.item() == 0.0 and h.grad.abs().max().item() == 0.0
 
 
+@pytest.mark.parametrize("frozen_head", [False, True])  # True: LoRA's tied head, its own backward
 @pytest.mark.parametrize("chunk_rows", [5, 1000])
-def test_linear_token_logprobs_equal_unfused_under_weighted_gradients(chunk_rows):
+def test_linear_token_logprobs_equal_unfused_under_weighted_gradients(chunk_rows, frozen_head):
     h, w, y = _problem()
+    w.requires_grad_(not frozen_head)
     ref = token_logprobs(h @ w.T, y)
     logps = linear_token_logprobs(h, w, y, chunk_rows=chunk_rows)
     torch.testing.assert_close(logps, ref, atol=1e-5, rtol=1e-5)
     assert logps[0, :5].abs().max().item() == 0.0
     weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))  # like advantages
-    got = torch.autograd.grad((logps * weights).sum(), (h, w))
-    want = torch.autograd.grad((ref * weights).sum(), (h, w))
+    inputs = (h,) if frozen_head else (h, w)
+    got = torch.autograd.grad((logps * weights).sum(), inputs)
+    want = torch.autograd.grad((ref * weights).sum(), inputs)
+    assert got[0][0, :5].abs().max().item() == 0.0  # unscored rows get no gradient
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 

@@ -1,6 +1,7 @@
-"""lmforge's DPO, IPO, SimPO, ORPO and KTO losses equal TRL's own on one batch, each side with
-its own forward of the same checkpoint (SmolLM2 when fetched, else a tiny random Llama).
-The comparison itself is bench/trl_parity.py, which says what each side runs."""
+"""lmforge's DPO, IPO, SimPO, ORPO, KTO and reward-model (Bradley–Terry, with and without a
+margin) losses equal TRL's own on one batch, each side with its own forward of the same
+checkpoint (SmolLM2 when fetched, else a tiny random Llama). The comparison itself is
+bench/trl_parity.py, which says what each side runs."""
 
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _require_trl() -> None:
     try:
-        from trl import DPOTrainer, KTOTrainer  # noqa: F401
+        from trl import DPOTrainer, KTOTrainer, RewardTrainer  # noqa: F401
         from trl.experimental.cpo import CPOTrainer  # noqa: F401
         from trl.experimental.orpo import ORPOTrainer  # noqa: F401
     except Exception as e:  # ImportError, or TRL's lazy import failing on this transformers version
@@ -28,6 +29,7 @@ def test_preference_losses_match_trl():
     result = run(SMOLLM2 if SMOLLM2.exists() else None)
     # per-sequence log-probs summed over a response (up to ~100 in size): fp32 forwards agree
     assert result["sequence_logps_max_abs_diff"] < 2e-4
+    assert result["reward_scores_max_abs_diff"] < 1e-4  # lmforge's RewardModel vs LlamaForSequenceClassification
     for name, row in result["losses"].items():
         if name == "orpo_full":  # the NLL term differs by definition (see orpo_loss)
             assert row["abs_diff"] > 0

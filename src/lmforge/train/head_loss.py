@@ -13,8 +13,12 @@ head in chunks of `chunk_rows`:
   gradients for the hidden states and the weight: no logits are saved, nothing is
   recomputed, the matmul count equals the unfused path's.
 - `linear_token_logprobs` returns per-token values whose upstream gradient is not known in
-  forward (DPO and GRPO weight them), so each chunk is checkpointed instead: its logits are
-  recomputed in backward, one chunk at a time (one extra head matmul).
+  forward (DPO and GRPO weight them). Only the scored rows go through the head (a prompt or
+  padding row costs nothing; TRL's fused head does this on GPUs only). With a frozen head
+  (LoRA) the gradient of each row's log-prob with respect to its hidden state is one
+  C-vector, known in forward, and kept: two head matmuls per row instead of three. When the
+  head trains, each chunk is checkpointed instead: its logits are recomputed in backward,
+  one chunk at a time (one extra head matmul).
 Under autocast the matmuls run in the autocast dtype and the softmax in fp32, as in the
 unfused path.
 """
@@ -78,17 +82,49 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
 def linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                           chunk_rows: int | None = None) -> torch.Tensor:
     """log p(label) (B, T) in fp32, 0 where labels == -100; differentiable, chunked."""
-    h, y = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+    y = labels.reshape(-1)
+    scored = (y != IGNORE_INDEX).nonzero().squeeze(1)
+    h, y = hidden.reshape(-1, hidden.shape[-1])[scored], y[scored]
     rows = chunk_rows or _chunk_rows(weight)
     dtype = _compute_dtype(hidden)
     grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    chunks = []
-    with torch.autocast(h.device.type, enabled=False):
-        for i in range(0, h.shape[0], rows):
-            args = (h[i:i + rows], weight, y[i:i + rows], dtype)
-            chunks.append(torch.utils.checkpoint.checkpoint(_chunk_nll, *args, use_reentrant=False)
-                          if grad else _chunk_nll(*args))
-    return -torch.cat(chunks).view(labels.shape)
+    if grad and not weight.requires_grad:
+        logps = _FrozenHeadLogprobs.apply(h, weight, y, rows, dtype)
+    else:
+        chunks = []
+        with torch.autocast(h.device.type, enabled=False):
+            for i in range(0, h.shape[0], rows):
+                args = (h[i:i + rows], weight, y[i:i + rows], dtype)
+                chunks.append(torch.utils.checkpoint.checkpoint(_chunk_nll, *args, use_reentrant=False)
+                              if grad else _chunk_nll(*args))
+        # Nothing scored: an empty result still connected to the model, so backward runs.
+        logps = -torch.cat(chunks) if chunks else h.float().sum(-1) * 0
+    out = torch.zeros(labels.numel(), dtype=torch.float32, device=labels.device)
+    return out.index_copy(0, scored, logps).view(labels.shape)
+
+
+class _FrozenHeadLogprobs(torch.autograd.Function):
+    """log p(y) per row of h under a head that needs no gradient. d log p / d h per row is
+    (onehot - softmax) @ W, a C-vector computed with the logits and saved (rows x C, like h),
+    so backward scales it by the upstream gradient and recomputes nothing."""
+
+    @staticmethod
+    def forward(ctx, h, weight, y, rows, dtype):
+        w = weight.to(dtype)
+        nll = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        grad_h = torch.empty(h.shape, dtype=dtype, device=h.device)  # d nll / d h
+        with torch.autocast(h.device.type, enabled=False):
+            for i in range(0, h.shape[0], rows):
+                nll[i:i + rows], grad_h[i:i + rows], _ = _chunk_step(h[i:i + rows].to(dtype), w, y[i:i + rows],
+                                                                     True, False)
+        ctx.save_for_backward(grad_h)
+        ctx.h_dtype = h.dtype
+        return -nll
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad_h,) = ctx.saved_tensors
+        return (-grad_out[:, None] * grad_h).to(ctx.h_dtype), None, None, None, None
 
 
 def _chunk_rows(weight: torch.Tensor) -> int:
@@ -112,14 +148,14 @@ def _chunk_nll(h, weight, y, dtype) -> torch.Tensor:
 
 
 def _chunk_step(hc, w, yc, need_h: bool, need_w: bool):
-    """One chunk: (sum of its nll, d sum / d hc, d sum / d w), from d sum / d logits =
+    """One chunk: (nll per row, d sum / d hc, d sum / d w), from d sum / d logits =
     softmax - onehot(target), zero on unscored rows. Pure, so it can be compiled into a few
     fused kernels around the three matmuls."""
     logits = (hc @ w.T).float()
     lse = torch.logsumexp(logits, -1)
     scored = yc != IGNORE_INDEX
     target = yc.clamp(min=0)
-    nll = ((lse - logits.gather(1, target[:, None]).squeeze(1)) * scored).sum()
+    nll = (lse - logits.gather(1, target[:, None]).squeeze(1)) * scored
     # Built in place over the logits buffer: one chunk of memory, however large the vocab.
     g = logits.sub_(lse[:, None]).exp_()
     g.scatter_add_(1, target[:, None], torch.full_like(lse[:, None], -1.0))
@@ -151,7 +187,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(h.device.type, enabled=False):
             for i in range(0, h.shape[0], rows):
                 nll, gh, gw = step(h[i:i + rows].to(dtype), w, y[i:i + rows], need_h, need_w)
-                total += nll
+                total += nll.sum()
                 if need_h:
                     grad_h[i:i + rows] = gh
                 if need_w:  # accumulated over chunks in fp32 whatever the matmul dtype
