@@ -25,26 +25,32 @@ lmforge generate "$OUT/pretrain/model" --prompt "Call me Ishmael." --max_new_tok
 stage "6. SFT: teach the base model to answer in chat format and stop (full fine-tuning)"
 lmforge sft configs/sft_tiny.yaml --run_dir "$OUT/sft" --model "$OUT/pretrain/model"
 
-stage "7. DPO on preference pairs (reference log-probs precomputed once)"
+stage "7. reward model on preference pairs (Bradley–Terry): held-out pair accuracy vs the SFT model's own preference"
+lmforge rm configs/rm_tiny.yaml --run_dir "$OUT/rm" --model "$OUT/sft/model"
+
+stage "8. RLHF: PPO with a critic against that reward model, KL-leashed to the SFT model"
+lmforge ppo configs/ppo_tiny.yaml --run_dir "$OUT/ppo" --model "$OUT/sft/model" --reward_model "$OUT/rm/model"
+
+stage "9. DPO on the same pairs, no reward model (reference log-probs precomputed once)"
 lmforge dpo configs/dpo_tiny.yaml --run_dir "$OUT/dpo" --model "$OUT/sft/model"
 
-stage "8. GRPO on a verifiable task (which number is larger): held-out accuracy before and after"
+stage "10. GRPO on a verifiable task (which number is larger): held-out accuracy before and after"
 lmforge grpo configs/grpo_tiny.yaml --run_dir "$OUT/grpo" --model "$OUT/dpo/model"
 
-stage "9. evaluate each post-trained model on the same held-out tasks (never trained on)"
-for s in sft dpo grpo; do
+stage "11. evaluate each post-trained model on the same held-out tasks (never trained on)"
+for s in sft ppo dpo grpo; do
   lmforge eval "$OUT/$s/model" --task data/eval/compare_test.jsonl data/eval/arithmetic_test.jsonl \
     --max_new_tokens 12 --output "$OUT/eval/$s"
 done
 
-stage "10. token shift: which of each aligned model's answer tokens the base model would choose itself"
+stage "12. token shift: which of each aligned model's answer tokens the base model would choose itself"
 for s in sft dpo grpo; do
   lmforge analyze token-shift "$OUT/pretrain/model" "$OUT/$s/model" --prompts data/eval/chat_prompts.txt --output "$OUT/token_shift/$s"
 done
 
-stage "11. chat with the final model (it stops by itself at <|im_end|>)"
+stage "13. chat with the final model (it stops by itself at <|im_end|>)"
 lmforge chat "$OUT/grpo/model" --message "Which is larger, 34 or 92?" --temperature 0
 
-stage "12. report card: every stage, the eval table and token shift in one page"
+stage "14. report card: every stage, the eval table and token shift in one page"
 lmforge report "$OUT"
 echo "Models (Hugging Face format): $OUT/*/model    Report card: $OUT/report.md"

@@ -44,7 +44,7 @@ def test_type_errors_name_the_field(tmp_path):
         load_config(PretrainConfig, ["--optim.schedule", "linear"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("loop: [1, 2\n")
-    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+    with pytest.raises(ConfigError, match="bad.yaml:2: invalid YAML"):
         load_config(PretrainConfig, [str(bad)])
 
 

@@ -59,8 +59,12 @@ STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
                           "label closed-book questions HighlyKnown ... Unknown for a model (Gekhman et al.)"),
     "report": ("lmforge.stages.report", "ReportConfig", "report_card", ("run_root",),
                "one report card for every stage under a run root (reports, eval and token-shift tables)"),
+    "lineage": ("lmforge.stages.lineage", "LineageConfig", "lineage", ("run_dir",),
+                "a run's inputs, and theirs, back to the raw pages (from each artifact's own record)"),
     "chat": ("lmforge.stages.chat", "ChatConfig", "chat", ("model",),
              "chat with a model in the terminal (streaming, /reset, /system)"),
+    "serve": ("lmforge.stages.serve", "ServeConfig", "serve", ("models",) * 8,  # up to 8 models
+              "OpenAI-compatible API server with continuous batching (one or more models)"),
     "data distill": ("lmforge.synth.distill", "DistillConfig", "distill", (),
                      "a teacher answers a prompt set -> chat JSONL (verifier / length filters; resumable)"),
     "data judge": ("lmforge.synth.feedback", "JudgeConfig", "judge_pairs", (),

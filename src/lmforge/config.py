@@ -28,6 +28,13 @@ class ConfigError(ValueError):
     """A recipe or override that does not fit the config schema."""
 
 
+def require(ok: bool, name: str, rule: str, value: Any) -> None:
+    """For a config's `__post_init__`: an impossible value is an error naming its field
+    (`from_dict` prefixes the group, e.g. `loop.max_steps: must be >= 1, got -5`)."""
+    if not ok:
+        raise ConfigError(f"{name}: must be {rule}, got {value!r}")
+
+
 def load_config(cls: type[T], argv: list[str]) -> T:
     """Build `cls` from optional YAML recipe paths followed by `--dotted.key value` overrides."""
     merged: dict[str, Any] = {}
@@ -54,7 +61,10 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "", base: T | Non
             raise ConfigError(_unknown_key_message(f"{where}{key}", key, list(fields)))
         default = getattr(base, key) if base is not None else _field_default(fields[key])
         kwargs[key] = _coerce(hints[key], value, f"{where}{key}", default)
-    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    try:
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    except ConfigError as e:  # a __post_init__ check: name the field with its group
+        raise ConfigError(f"{where}{e}") from None
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -194,8 +204,12 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"recipe {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    except yaml.YAMLError as e:  # one line: where, then what
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of config keys")
     return data

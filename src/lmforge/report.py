@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from lmforge.config import save_config
+from lmforge.config import save_config, to_dict
 from lmforge.runtime import Runtime, git_revision
 
 LIBRARIES = ("torch", "numpy", "tokenizers", "safetensors", "transformers", "lmforge")
@@ -24,11 +24,55 @@ def record_run(run_dir: Path, cfg, runtime: Runtime | None = None, data_files: l
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    info = {"command": sys.argv, "git_revision": git_revision(),
+    info = {"stage": type(cfg).__name__.removesuffix("Config").lower(),
+            "command": sys.argv, "git_revision": git_revision(),
             "libraries": {name: _version(name) for name in LIBRARIES},
             "runtime": runtime.describe() if runtime else None,
-            "data": {str(p): file_digest(Path(p)) for p in data_files}}
+            "data": {str(p): file_digest(Path(p)) for p in data_files},
+            # what each input is: a file's hash, a directory's own record (`lmforge lineage`)
+            "parent_manifests": parent_manifests(to_dict(cfg), run_dir)}
     (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+# Config fields that name outputs, not inputs.
+OUTPUT_FIELDS = {"run_dir", "output", "dst"}
+
+
+def input_paths(config: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted field, value) for every string in a resolved config that names an existing
+    file or directory, outputs excepted."""
+    found = []
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if key in OUTPUT_FIELDS:
+            continue
+        if isinstance(value, dict):
+            found += input_paths(value, f"{name}.")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item and Path(item).exists():
+                found.append((name, item))
+    return found
+
+
+def parent_manifests(config: dict, run_dir: Path) -> dict:
+    """For run.json: each input's hash (a file) or its own record (a directory), so the
+    chain survives its parents' deletion."""
+    manifests = {}
+    for name, value in input_paths(config):
+        path = Path(value)
+        if path.resolve() in (run_dir.resolve(), (run_dir / "model").resolve()):
+            continue  # a resumed run's own directory
+        if path.is_file():
+            manifests[value] = {"field": name, "digest": file_digest(path)}
+            continue
+        for home in (path, path.parent):
+            for record in ("run.json", "index.json", "stats.json"):
+                if (home / record).exists():
+                    manifests[value] = {"field": name, record: json.loads((home / record).read_text())}
+                    break
+            if value in manifests:
+                break
+    return manifests
 
 
 def file_digest(path: Path, max_bytes: int = 1 << 26) -> str:

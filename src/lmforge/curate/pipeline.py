@@ -22,6 +22,7 @@ from lmforge.curate.executors import make_executor
 from lmforge.curate.readers import ReadLog, expand_inputs, read_inputs
 from lmforge.curate.report import write_curation_report
 from lmforge.curate.writers import ShardWriter
+from lmforge.errors import InputError
 
 
 def run_pipeline(cfg) -> dict:
@@ -47,6 +48,9 @@ def run_pipeline(cfg) -> dict:
                 index.add(n_staged, key, signature)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 n_staged += 1
+    if not any(n for kind, n in log.counts.items() if not kind.startswith("errors.")):
+        staging.unlink()
+        raise InputError("no documents in the inputs (empty files?)", ", ".join(map(str, inputs)))
     step_stats["dedup"], shards = _write_kept(staging, index, out, cfg)
     staging.unlink()
     stats = _summary(cfg, inputs, log, step_stats, index, shards, time.perf_counter() - started)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 from lmforge.curate.document import Document
-from lmforge.errors import InputError
+from lmforge.errors import InputError, reading
 
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 OnError = Literal["raise", "skip"]
@@ -63,7 +63,7 @@ def read_file(path: Path, log: ReadLog, on_error: OnError = "raise",
         raise InputError("unknown input type (expected .warc[.gz], .html, .jsonl[.gz], "
                          ".parquet or .txt)", path)
     if kind == "warc":
-        yield from read_warc(path, log)
+        yield from read_warc(path, log, on_error)
     elif kind == "html":
         log.counts["html.files"] += 1
         yield Document(id=str(path), url=path.resolve().as_uri(), html=path.read_bytes())
@@ -73,11 +73,15 @@ def read_file(path: Path, log: ReadLog, on_error: OnError = "raise",
         yield from read_parquet(path, log, text_field)
     else:
         log.counts["text.files"] += 1
-        yield Document(id=str(path), text=path.read_text(encoding="utf-8", errors="replace"))
+        with reading(path):
+            text = path.read_bytes().decode("utf-8")  # a binary file is no text to clean
+        yield Document(id=str(path), text=text)
 
 
-def read_warc(path: Path, log: ReadLog) -> Iterator[Document]:
-    """HTML response records; revisits and non-HTML responses are skipped and counted."""
+def read_warc(path: Path, log: ReadLog, on_error: OnError = "raise") -> Iterator[Document]:
+    """HTML response records; revisits and non-HTML responses are skipped and counted. A
+    damaged file is an error, or with on_error="skip" yields what precedes the damage and
+    counts it (crawls do end mid-record)."""
     from warcio.archiveiterator import ArchiveIterator
 
     n, last_offset = 0, None
@@ -93,20 +97,26 @@ def read_warc(path: Path, log: ReadLog) -> Iterator[Document]:
             except Exception as e:  # noqa: BLE001
                 # warcio raises a zoo of types on damage (ArchiveLoadFailed, EOFError,
                 # zlib.error, ValueError); all mean "the rest of this file is unreadable".
-                log.error("corrupt", f"{path}: unreadable after record {n}: "
-                          f"{type(e).__name__}: {e}")
+                _damaged(log, on_error, path, f"unreadable after record {n}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}")
                 return
             n += 1
             if record.raw_stream.limit > 0:  # the file ends inside this record's body
-                log.error("corrupt", f"{path}: truncated inside record {n} "
-                          f"({record.rec_headers.get_header('WARC-Target-URI')})")
+                _damaged(log, on_error, path, f"truncated inside record {n} "
+                         f"({record.rec_headers.get_header('WARC-Target-URI')})")
                 return
             if doc is not None:
                 log.counts["warc.response"] += 1
                 yield doc
     problem = _gzip_tail_problem(path, last_offset)
     if problem:
-        log.error("corrupt", f"{path}: {problem} after record {n}")
+        _damaged(log, on_error, path, f"{problem} after record {n}")
+
+
+def _damaged(log: ReadLog, on_error: OnError, path: Path, problem: str) -> None:
+    if on_error == "raise":
+        raise InputError(f"damaged WARC: {problem} (--on_error skip keeps the records before it)", path)
+    log.error("corrupt", f"{path}: {problem}")
 
 
 def _gzip_tail_problem(path: Path, last_offset: int | None) -> str | None:
@@ -160,7 +170,7 @@ def _charset(content_type: str) -> str | None:
 
 def read_jsonl(path: Path, log: ReadLog, on_error: OnError, text_field: str) -> Iterator[Document]:
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with opener(path, "rb") as f, reading(path):
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -168,7 +178,7 @@ def read_jsonl(path: Path, log: ReadLog, on_error: OnError, text_field: str) -> 
                 row = json.loads(line)
                 if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
                     raise ValueError(f"field {text_field!r} missing or not a string")
-            except ValueError as e:
+            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError among them
                 if on_error == "raise":
                     raise InputError(f"malformed JSONL record: {e}", path, lineno) from None
                 log.error("malformed", f"{path}:{lineno}: {e}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
 
-from lmforge.errors import InputError
+from lmforge.errors import InputError, reading
 
 Message = dict
 Conversation = list[Message]
@@ -81,7 +81,21 @@ def parse_record(record: object, path: object = None, line: int | None = None) -
                          "'conversations' or 'instruction'+'output'", path, line)
     if not any(m["role"] == "assistant" for m in messages):
         raise InputError("conversation has no assistant message to train on", path, line)
+    _check_turns(messages, path, line)
     return messages
+
+
+def _check_turns(messages: Conversation, path, line) -> None:
+    """System messages lead; the conversation starts with the user; no turn is empty (an
+    assistant turn that only calls tools, and tool results, may be)."""
+    body = [m for m in messages if m["role"] != "system"]
+    if any(m["role"] == "system" for m in messages[len(messages) - len(body):]):
+        raise InputError("a system message after the conversation started", path, line)
+    if body and body[0]["role"] != "user":
+        raise InputError(f"the conversation starts with {body[0]['role']!r}, expected 'user'", path, line)
+    for k, m in enumerate(messages):
+        if not m["content"].strip() and m["role"] != "tool" and not m.get("tool_calls"):
+            raise InputError(f"field 'messages[{k}].content' ({m['role']}) is empty", path, line)
 
 
 def _openai_message(m: object, k: int, path, line) -> Message:
@@ -145,11 +159,11 @@ def _expand(paths) -> list[Path]:
 def _records(path: Path) -> Iterator[tuple[int, object]]:
     """(line number, parsed JSON) per record; a `.json` file is one list (line = index + 1)."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with opener(path, "rb") as f, reading(path):
         if path.suffix == ".json":
             try:
                 data = json.load(f)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise InputError(f"invalid JSON: {e}", path) from None
             if not isinstance(data, list):
                 raise InputError("a .json chat file must hold a list of records", path)
@@ -162,6 +176,8 @@ def _records(path: Path) -> Iterator[tuple[int, object]]:
                 yield number, json.loads(text)
             except json.JSONDecodeError as e:
                 yield number, _BadJSON(str(e))
+            except UnicodeDecodeError as e:
+                yield number, _BadJSON(f"invalid UTF-8 ({e.reason})")
 
 
 class _BadJSON(str):

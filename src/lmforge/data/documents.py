@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lmforge.errors import InputError
+from lmforge.errors import InputError, reading
 
 OnError = Literal["raise", "skip"]
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
@@ -109,7 +109,7 @@ def _read_one_file(path: Path, text_field: str, on_error: OnError, stats: ReadSt
 
 def _jsonl_records(path: Path, text_field: str):
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with opener(path, "rb") as f, reading(path):
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue  # blank lines (a trailing newline, hand-edited files) are not records
@@ -144,7 +144,7 @@ def _parquet_records(path: Path, text_field: str):
 
 def _text_file_records(path: Path):
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with opener(path, "rb") as f, reading(path):
         raw = f.read()
     try:
         text = raw.decode("utf-8")

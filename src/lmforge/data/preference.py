@@ -27,7 +27,7 @@ import torch
 
 from lmforge.data.chat import ROLES
 from lmforge.data.splits import bucket, text_key
-from lmforge.errors import InputError
+from lmforge.errors import InputError, reading
 from lmforge.train.objectives.lm import IGNORE_INDEX
 
 Record = TypeVar("Record")  # anything with a `prompt`: a PreferencePair, a KTO example
@@ -48,17 +48,37 @@ class RenderedPair:
     rejected_mask: list[bool]
 
 
-def read_preferences(path: str | Path, on_error: str = "raise") -> list[PreferencePair]:
+def read_preferences(path: str | Path, on_error: str = "raise", allow_identical: bool = False) -> list[PreferencePair]:
     """Parse a JSONL file; a malformed record raises InputError naming file and line, or is
-    counted and skipped with on_error="skip"."""
-    return read_records(path, parse_preference, on_error, "preference")
+    counted and skipped with on_error="skip". A pair whose answers are the same teaches
+    nothing and is malformed, except where the caller wants those (SPIN's played pairs)."""
+    parse = parse_preference if allow_identical else _parse_distinct_preference
+    return read_records(path, parse, on_error, "preference")
+
+
+def read_pair_files(paths: list[str], on_error: str = "raise") -> list[PreferencePair]:
+    """Every pair of every file; none at all is an error naming the files."""
+    pairs = [p for path in paths for p in read_preferences(path, on_error)]
+    if not pairs:
+        raise InputError("no preference pairs to train on (empty files?)", ", ".join(map(str, paths)))
+    return pairs
+
+
+def _parse_distinct_preference(record: dict) -> PreferencePair:
+    pair = parse_preference(record)
+    chosen, rejected = pair.chosen["content"].strip(), pair.rejected["content"].strip()
+    if not chosen or not rejected:
+        raise ValueError(f"the {'chosen' if not chosen else 'rejected'} answer is empty")
+    if chosen == rejected:
+        raise ValueError("'chosen' and 'rejected' are the same answer: no preference to learn")
+    return pair
 
 
 def read_records(path: str | Path, parse: Callable[[dict], Record], on_error: str, kind: str) -> list[Record]:
     """`parse` applied to each JSON line; a ValueError/KeyError/TypeError it raises becomes an
     InputError naming file and line (or, with on_error="skip", a counted skip)."""
     records, skipped = [], 0
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f, reading(path):
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue

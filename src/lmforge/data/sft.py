@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lmforge.config import ConfigError
 from lmforge.tokenizer.chat import TrainOn, render_with_mask
 from lmforge.train.objectives.lm import IGNORE_INDEX
 
@@ -118,7 +119,7 @@ class ChatBatches:
         self.width = seq_len if fixed_shape else None
         self.batches_per_epoch = len(self.rows) // world_size // batch_size
         if self.batches_per_epoch == 0:
-            raise ValueError(f"{len(self.rows)} chat rows are fewer than batch_size {batch_size}"
+            raise ConfigError(f"data.batch_size: {len(self.rows)} chat rows are fewer than batch_size {batch_size}"
                              f" x world_size {world_size}; use more data or a smaller batch")
         self.epoch, self.batch = 0, 0
         self._order = self._order_for_epoch(0)

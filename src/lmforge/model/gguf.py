@@ -53,6 +53,22 @@ SUPPORTED = ("llama", "qwen2", "qwen3")
 TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 3, 4
 
 
+def _open_gguf(path: Path):
+    """A GGUFReader over a file whose every tensor lies inside it (a cut file otherwise fails
+    deep in a reshape)."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:  # noqa: BLE001 (gguf raises ValueError, struct.error, IndexError...)
+        raise InputError(f"unreadable GGUF header (truncated or corrupt?): {type(e).__name__}: {e}", path) from None
+    size = path.stat().st_size
+    for t in reader.tensors:
+        if t.data_offset + t.n_bytes > size or t.data.size * t.data.itemsize < t.n_bytes:
+            raise InputError(f"truncated GGUF: tensor {t.name!r} ends past the end of the file", path)
+    return reader
+
+
 def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu",
               dtype: torch.dtype = torch.float32, quantize: Scheme = "none"):
     """-> (Transformer, lmforge Tokenizer) from a GGUF file, its weights quantized (int8 |
@@ -62,7 +78,7 @@ def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu",
     path = Path(path)
     if not path.exists():
         raise InputError("no such GGUF file", path)
-    reader = gguf.GGUFReader(str(path))
+    reader = _open_gguf(path)
     meta = {name: _field_value(f) for name, f in reader.fields.items()
             if not name.startswith("tokenizer.ggml.") or name.endswith("_id")}
     arch = meta.get("general.architecture")

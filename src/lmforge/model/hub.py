@@ -133,6 +133,11 @@ def model_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor], where: ob
     model = model.to_empty(device=device)
     if cfg.tie_word_embeddings:
         state["lm_head.weight"] = state.get("model.embed_tokens.weight")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    wrong = [f"{k} {tuple(v.shape)} (config says {expected[k]})" for k, v in state.items()
+             if v is not None and k in expected and tuple(v.shape) != expected[k]]
+    if wrong:  # e.g. a config.json vocab_size that is not the embedding's
+        raise InputError(f"weights do not match config.json (vocab_size, hidden_size, ...): {wrong[0]}", where)
     missing, unexpected = model.load_state_dict(
         {k: v for k, v in state.items() if v is not None}, strict=False)
     if missing or unexpected:
@@ -148,12 +153,19 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """model.safetensors, or the shards listed in model.safetensors.index.json."""
     single = path / "model.safetensors"
     if single.exists():
-        return load_file(str(single))
+        return _load_safetensors(single)
     index = path / "model.safetensors.index.json"
     if not index.exists():
         raise InputError("no model.safetensors or model.safetensors.index.json", path)
     files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(str(path / f)))
+        state.update(_load_safetensors(path / f))
     return state
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 (safetensors raises its own error type, not OSError)
+        raise InputError(f"unreadable safetensors file (truncated or corrupt?): {e}", path) from None

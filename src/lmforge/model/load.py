@@ -50,10 +50,18 @@ def load_pretrained(source: str | os.PathLike, device: str | torch.device = "cpu
     if path.is_dir():
         if (path / CONFIG_FILE).exists() and not (path / "config.json").exists():
             return _load_with_adapter(path, device, dtype, download)
-        return load_model(path, device, dtype), Tokenizer.from_dir(path)
+        return matched(load_model(path, device, dtype), Tokenizer.from_dir(path), path)
     if path.exists() or str(source).startswith((".", "/")) or str(source).count("/") != 1:
         raise InputError("not a model directory, .gguf file or hub name (owner/name)", source)
     return load_pretrained((download or hub_download)(str(source)), device, dtype)
+
+
+def matched(model, tok, where: object):
+    """(model, tok), once every token id the tokenizer can produce has a row in the embedding."""
+    if tok.vocab_size > model.config.vocab_size:
+        raise InputError(f"the tokenizer has {tok.vocab_size} tokens but the model's vocab_size is "
+                         f"{model.config.vocab_size}: a tokenizer from another model?", where)
+    return model, tok
 
 
 def hub_download(repo_id: str) -> str:

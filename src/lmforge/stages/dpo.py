@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 
-from lmforge.data.preference import PreferenceBatches, hold_out_pairs, read_preferences, render_pairs
+from lmforge.data.preference import PreferenceBatches, hold_out_pairs, read_pair_files, render_pairs
 from lmforge.model.peft import LoRAConfig
 from lmforge.model.quantize import Scheme
 from lmforge.report import plot_series, record_run, write_report
@@ -63,8 +63,8 @@ def dpo(cfg: DPOConfig):
     rt = Runtime.setup(cfg.device, cfg.dtype, cfg.seed)
     run_dir = Path(cfg.run_dir)
     model, tok = load_policy(cfg.model, cfg.tokenizer, cfg.peft, cfg.lora, rt, cfg.quantize)
-    read = lambda paths: [p for path in paths for p in read_preferences(path, cfg.on_error)]  # noqa: E731
-    train_pairs, held_out = hold_out_pairs(read(cfg.data), read(cfg.eval_data) if cfg.eval_data else None,
+    train_pairs, held_out = hold_out_pairs(read_pair_files(cfg.data, cfg.on_error),
+                                           read_pair_files(cfg.eval_data, cfg.on_error) if cfg.eval_data else None,
                                            cfg.eval_percent)
     train_pairs, held_out = render_pairs(tok, train_pairs, cfg.max_len), render_pairs(tok, held_out, cfg.max_len)
     record_run(run_dir, cfg, rt, data_files=[Path(p) for p in cfg.data + cfg.eval_data])

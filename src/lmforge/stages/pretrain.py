@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from lmforge.config import require
 from lmforge.data.loader import PackedBatches, TokenShards, iter_eval_batches
 from lmforge.eval.loss import evaluate_loss, token_byte_lengths
 from lmforge.infer.engine import Sampling, generate
@@ -36,6 +37,10 @@ class DataConfig:
     shards: str = "runs/demo/shards"  # directory written by `lmforge tokenize`
     seq_len: int = 256  # tokens per training sequence
     batch_size: int = 16  # sequences per micro-batch (per rank)
+
+    def __post_init__(self):
+        require(self.seq_len >= 1, "seq_len", ">= 1", self.seq_len)
+        require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmforge.data.preference import (PreferenceBatches, RenderedPair, collate_whole, hold_out_pairs,
-                                     read_preferences, render_pairs)
+                                     read_pair_files, render_pairs)
 from lmforge.eval.preference import likelihood_preference, reward_model_preference
 from lmforge.model.hub import read_safetensors
 from lmforge.model.peft import LoRAConfig, merge_and_unload
@@ -68,8 +68,8 @@ def reward_model(cfg: RMConfig):
     run_dir = Path(cfg.run_dir)
     trunk, tok = load_policy(cfg.model, cfg.tokenizer, cfg.peft, cfg.lora, rt, cfg.quantize)
     pad_id = tok.pad_id or 0
-    read = lambda paths: [p for path in paths for p in read_preferences(path, cfg.on_error)]  # noqa: E731
-    train_pairs, held_out = hold_out_pairs(read(cfg.data), read(cfg.eval_data) if cfg.eval_data else None,
+    train_pairs, held_out = hold_out_pairs(read_pair_files(cfg.data, cfg.on_error),
+                                           read_pair_files(cfg.eval_data, cfg.on_error) if cfg.eval_data else None,
                                            cfg.eval_percent)
     train_pairs, held_out = render_pairs(tok, train_pairs, cfg.max_len), render_pairs(tok, held_out, cfg.max_len)
     record_run(run_dir, cfg, rt, data_files=[Path(p) for p in cfg.data + cfg.eval_data])

@@ -26,6 +26,7 @@ import torch
 from lmforge.config import ConfigError
 from lmforge.data.chat import ChatReadStats, read_conversations
 from lmforge.data.sft import ChatBatches, iter_chat_eval_batches, tokenize_conversations
+from lmforge.errors import InputError
 from lmforge.eval.loss import evaluate_loss, token_byte_lengths
 from lmforge.model.peft import (AdapterConfig, LoRAConfig, PeftMethod, PromptTuningConfig,
                                 apply_peft, count_parameters, unwrap)
@@ -176,6 +177,8 @@ def _memory_kind(device: torch.device) -> str:
 def _read_chat_data(data: ChatDataConfig, seed: int):
     stats = ChatReadStats()
     train_convs = read_conversations(data.train, data.on_error, stats)
+    if not train_convs:
+        raise InputError("no conversations to train on (empty files?)", ", ".join(data.train))
     if data.val:
         return train_convs, read_conversations(data.val, data.on_error, stats), stats
     shuffled = list(train_convs)

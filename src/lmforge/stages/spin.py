@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -148,13 +149,15 @@ def _self_play_pairs(model, tok, examples, cfg: SPINConfig, it_dir: Path, seed: 
     pairs.jsonl, which a resumed iteration reads rather than generating again."""
     path = it_dir / "pairs.jsonl"
     if cfg.resume and path.exists():
-        played = read_preferences(path)
+        played = read_preferences(path, allow_identical=True)  # reproduced answers: counted below
     else:
         played = _play(model, tok, examples, cfg, seed)
         if rt.is_main:
             it_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps({"messages": p.prompt, "chosen": p.chosen, "rejected": p.rejected},
-                                               ensure_ascii=False) + "\n" for p in played))
+            partial = path.with_name(path.name + ".partial")  # a kill mid-write leaves no half file to resume from
+            partial.write_text("".join(json.dumps({"messages": p.prompt, "chosen": p.chosen, "rejected": p.rejected},
+                                                  ensure_ascii=False) + "\n" for p in played))
+            os.replace(partial, path)
     pairs = [p for p in played if not _reproduced(p)]
     return pairs, len(played) - len(pairs)
 

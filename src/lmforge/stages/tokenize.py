@@ -64,6 +64,8 @@ def tokenize(cfg: TokenizeConfig) -> dict:
             text_bytes += batch_bytes
             progress.update(batch_bytes)
     seconds = time.perf_counter() - start
+    if text_bytes == 0:  # no index.json: the output does not pass for finished shards
+        raise InputError(f"no text in the inputs ({stats.summary()})", ", ".join(cfg.input))
 
     index = _build_index(cfg, tokenizer, separator_id, dtype, writers, stats)
     _copy_tokenizer(Path(cfg.tokenizer), output / "tokenizer")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from lmforge.data.documents import ReadStats, list_document_files, read_documents
+from lmforge.errors import InputError
 from lmforge.tokenizer import Tokenizer, train_bpe
 
 
@@ -38,6 +39,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Tokenizer:
     backend = train_bpe(_capped_texts(docs, cfg.max_chars), cfg.vocab_size,
                         cfg.max_digits_per_token, cfg.min_frequency,
                         show_progress=sys.stderr.isatty())
+    if stats.documents == 0:
+        raise InputError(f"no text to train on ({stats.summary()})", ", ".join(cfg.input))
     tokenizer = Tokenizer.from_trained(backend)
     tokenizer.save(cfg.output)
     print(f"tokenizer: vocab {tokenizer.vocab_size} trained in {time.perf_counter() - start:.1f}s "

@@ -50,8 +50,11 @@ class Tokenizer:
         if not tokenizer_json.exists():
             raise InputError("no tokenizer.json (only Hugging Face fast-tokenizer directories "
                              "are supported)", directory)
-        return cls(Backend.from_file(str(tokenizer_json)), read_tokenizer_config(directory),
-                   use_tiktoken)
+        try:
+            backend = Backend.from_file(str(tokenizer_json))
+        except Exception as e:  # noqa: BLE001 (the tokenizers library raises a bare Exception)
+            raise InputError(f"unreadable tokenizer.json: {e}", tokenizer_json) from None
+        return cls(backend, read_tokenizer_config(directory), use_tiktoken)
 
     @classmethod
     def from_trained(cls, backend: Backend) -> Tokenizer:

@@ -38,6 +38,7 @@ def save_checkpoint(path: Path, save_model: Callable[[Path], None], optimizer: A
         shutil.rmtree(old, ignore_errors=True)
         path.rename(old)
     tmp.rename(path)
+    _fsync_dir(path.parent)  # make the renames themselves durable
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -64,3 +65,12 @@ def _fsync_tree(root: Path) -> None:
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as f:
                 os.fsync(f.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

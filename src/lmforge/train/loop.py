@@ -17,16 +17,18 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lmforge.config import require
 from lmforge.runtime import Runtime
 from lmforge.train.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
 from lmforge.train.metrics import MetricsLog
 from lmforge.train.optim import OptimConfig, lr_multiplier, set_lr
+from lmforge.train.spikes import SpikeDetector
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
 
@@ -40,6 +42,21 @@ class LoopConfig:
     save_every_steps: int = 0  # checkpoint every N steps (0 = only at the end)
     max_bad_steps: int = 3  # consecutive non-finite steps tolerated before stopping
     progress: bool = True  # show a progress bar
+    # Loss spikes (train/spikes.py): off by default, because a policy-gradient or preference
+    # loss is not a stationary series (GRPO's hovers around 0 and changes sign) and a
+    # judgement on it would drop good steps; turn it on for pretraining and SFT.
+    spike_action: Literal["off", "skip", "rollback"] = "off"  # skip the batch, or reload the last checkpoint
+    spike_threshold_std: float = 6.0  # a spike: loss > mean + this many std of the recent losses
+    spike_window_steps: int = 50  # recent accepted losses judged against (also the warm-up)
+    spike_lr_factor: float = 0.5  # rollback multiplies the learning rate by this, for the rest of the run
+
+    def __post_init__(self):
+        for name in ("max_steps", "grad_accum_steps", "log_every_steps", "eval_every_steps"):
+            require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        require(self.save_every_steps >= 0, "save_every_steps", ">= 0 (0 = only at the end)", self.save_every_steps)
+        require(self.spike_window_steps >= 2, "spike_window_steps", ">= 2", self.spike_window_steps)
+        require(self.spike_threshold_std > 0, "spike_threshold_std", "> 0", self.spike_threshold_std)
+        require(0 < self.spike_lr_factor <= 1, "spike_lr_factor", "in (0, 1]", self.spike_lr_factor)
 
 
 @dataclass
@@ -61,7 +78,10 @@ class Checkpointing:
 class TrainResult:
     step: int
     losses: list[float] = field(default_factory=list)  # one per optimizer step run
-    skipped_steps: int = 0
+    skipped_steps: int = 0  # updates not applied: non-finite, or a skipped spike
+    rollbacks: int = 0  # spikes answered by reloading the last checkpoint
+    lr_scale: float = 1.0  # the schedule's LR times this (each rollback lowers it)
+    rolled_back_steps: set[int] = field(default_factory=set)  # steps whose spike caused a rollback
     last_metrics: dict = field(default_factory=dict)
 
 
@@ -73,21 +93,39 @@ def train(model: nn.Module, objective: Objective, batches: Iterator[dict], optim
           loop: LoopConfig, optim: OptimConfig, runtime: Runtime, log: MetricsLog,
           checkpoint: Checkpointing | None = None, evaluators: Sequence[Periodic] = (),
           flops_per_token: float | None = None, resume: bool = False) -> TrainResult:
-    start_step = _resume(checkpoint, optimizer, batches, runtime) if resume else 0
+    result = TrainResult(step=0)
+    spikes = SpikeDetector(loop.spike_threshold_std, loop.spike_window_steps)
+    if resume:
+        _resume(checkpoint, optimizer, batches, runtime, result, spikes)
+        log.rewind(result.step)  # steps logged after the checkpoint are about to run again
+    start_step = result.step
     params = [p for p in model.parameters() if p.requires_grad]
     peak_flops = runtime.peak_flops()
-    result = TrainResult(step=start_step)
     bar = tqdm(total=loop.max_steps, initial=start_step, disable=not (loop.progress and runtime.is_main),
                dynamic_ncols=True, unit="step")
     bad_in_a_row = 0
     model.train()
-    for step in range(start_step, loop.max_steps):
+    step = start_step
+    while step < loop.max_steps:
         t0 = time.perf_counter()
-        set_lr(optimizer, lr_multiplier(step, loop.max_steps, optim))
+        set_lr(optimizer, result.lr_scale * lr_multiplier(step, loop.max_steps, optim))
         loss, metrics = _accumulate_gradients(model, objective, batches, loop.grad_accum_steps, runtime)
+        spike = loop.spike_action != "off" and spikes.is_spike(loss)
+        if (spike and loop.spike_action == "rollback" and step not in result.rolled_back_steps
+                and checkpoint and find_checkpoint(checkpoint.path)):  # else: skipped, below
+            optimizer.zero_grad(set_to_none=True)
+            step = bar.n = _rollback(checkpoint, optimizer, batches, runtime, result, spikes, step, loss, loop, log)
+            continue
         grad_norm = _clip(params, optim.grad_clip) if math.isfinite(loss) else float("nan")
-        if math.isfinite(loss) and math.isfinite(grad_norm):
+        if spike:
+            result.skipped_steps += 1
+            runtime.print(f"step {step}: loss spike {loss:.4f} > {spikes.threshold():.4f} (mean + "
+                          f"{loop.spike_threshold_std:g} std of the last {loop.spike_window_steps} steps); "
+                          "update skipped")
+            log.write(step + 1, {"spike/loss": loss, "spike/threshold": spikes.threshold(), "spike/skipped": 1})
+        elif math.isfinite(loss) and math.isfinite(grad_norm):
             optimizer.step()
+            spikes.accept(loss)
             bad_in_a_row = 0
         else:
             bad_in_a_row += 1
@@ -118,8 +156,9 @@ def train(model: nn.Module, objective: Objective, batches: Iterator[dict], optim
                 model.train()
         if checkpoint and (done == loop.max_steps or
                            (loop.save_every_steps and done % loop.save_every_steps == 0)):
-            _save(checkpoint, optimizer, batches, runtime, done, result)
+            _save(checkpoint, optimizer, batches, runtime, done, result, spikes)
         result.step, result.last_metrics = done, metrics
+        step = done
     bar.close()
     return result
 
@@ -174,22 +213,53 @@ def _postfix(metrics: dict) -> dict:
     return shown
 
 
-def _save(ckpt: Checkpointing, optimizer, batches, runtime: Runtime, step: int, result: TrainResult):
+def _save(ckpt: Checkpointing, optimizer, batches, runtime: Runtime, step: int, result: TrainResult,
+          spikes: SpikeDetector):
     if not runtime.is_main:
         return
-    state = {"step": step, "skipped_steps": result.skipped_steps}
+    state = {"step": step, "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks,
+             "lr_scale": result.lr_scale, "rolled_back_steps": sorted(result.rolled_back_steps),
+             "spikes": spikes.state_dict()}
     batches_state = batches.state_dict() if hasattr(batches, "state_dict") else None
     save_checkpoint(ckpt.path, ckpt.save_model, optimizer, state, batches_state)
 
 
-def _resume(ckpt: Checkpointing | None, optimizer, batches, runtime: Runtime) -> int:
+def _resume(ckpt: Checkpointing | None, optimizer, batches, runtime: Runtime, result: TrainResult,
+            spikes: SpikeDetector) -> None:
+    """Everything as the checkpoint left it: weights, optimizer, RNG, data position, and
+    the loop's own state (step, skip and rollback counts, LR scale, the spike window)."""
     found = find_checkpoint(ckpt.path) if ckpt else None
     if found is None:
         runtime.print("resume: no checkpoint found; starting from step 0")
-        return 0
+        return
     ckpt.load_model(found)
     state, batches_state = load_trainer_state(found, optimizer)
     if batches_state is not None and hasattr(batches, "load_state_dict"):
         batches.load_state_dict(batches_state)
-    runtime.print(f"resumed from {found} at step {state['step']}")
-    return int(state["step"])
+    result.step, result.skipped_steps = int(state["step"]), state.get("skipped_steps", 0)
+    result.rollbacks, result.lr_scale = state.get("rollbacks", 0), state.get("lr_scale", 1.0)
+    result.rolled_back_steps = set(state.get("rolled_back_steps", ()))
+    if "spikes" in state:
+        spikes.load_state_dict(state["spikes"])
+    runtime.print(f"resumed from {found} at step {result.step}")
+
+
+def _rollback(ckpt: Checkpointing, optimizer, batches, runtime: Runtime, result: TrainResult,
+              spikes: SpikeDetector, step: int, loss: float, loop: LoopConfig, log: MetricsLog) -> int:
+    """Answer a spike at `step` by reloading the last checkpoint with the learning rate scaled
+    by loop.spike_lr_factor; return the step to continue from. The data replays from the
+    checkpoint; a step that spikes again after its rollback is skipped, so the run moves on
+    (as is a spike before the first checkpoint)."""
+    threshold = spikes.threshold()
+    done_steps = len(result.losses)
+    lr_scale = result.lr_scale * loop.spike_lr_factor
+    rolled_back = result.rolled_back_steps | {step}
+    _resume(ckpt, optimizer, batches, runtime, result, spikes)
+    result.losses = result.losses[:max(0, done_steps - (step - result.step))]
+    result.lr_scale, result.rolled_back_steps, result.rollbacks = lr_scale, rolled_back, result.rollbacks + 1
+    runtime.print(f"step {step}: loss spike {loss:.4f} > {threshold:.4f} (mean + {loop.spike_threshold_std:g} "
+                  f"std of the last {loop.spike_window_steps} steps); rolled back to step {result.step}, "
+                  f"learning rate × {lr_scale:g} from here on")
+    log.write(step + 1, {"spike/loss": loss, "spike/threshold": threshold,
+                         "spike/rolled_back_to_step": result.step, "spike/lr_scale": lr_scale})
+    return result.step

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,8 @@ class MetricsLog:
             return
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.path = run_dir / "metrics.jsonl"
+        self.jsonl = open(self.path, "a", buffering=1)
         self.sinks.append(self._write_jsonl)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -31,6 +33,23 @@ class MetricsLog:
 
             self.wandb = wandb.init(project=wandb_project, dir=str(run_dir), config=config)
             self.sinks.append(lambda step, m: self.wandb.log(m, step=step))
+
+    def rewind(self, step: int) -> None:
+        """Forget what was logged after `step`: a resumed run logs those steps again, so the
+        log reads as the uninterrupted run (a line cut short by a kill is dropped too)."""
+        if hasattr(self, "jsonl"):
+            self.jsonl.close()
+            kept = [line for line in self.path.read_text(errors="replace").splitlines(keepends=True)
+                    if _step_of(line) is not None and _step_of(line) <= step]
+            partial = self.path.with_name(self.path.name + ".partial")
+            partial.write_text("".join(kept))
+            os.replace(partial, self.path)
+            self.jsonl = open(self.path, "a", buffering=1)
+        if hasattr(self, "tb"):  # TensorBoard hides events from purge_step on
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb.close()
+            self.tb = SummaryWriter(self.tb.log_dir, purge_step=step + 1)
 
     def write(self, step: int, metrics: dict) -> None:
         for sink in self.sinks:
@@ -51,6 +70,13 @@ class MetricsLog:
             self.tb.close()
         if hasattr(self, "wandb"):
             self.wandb.finish()
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read_metrics(path: Path) -> list[dict]:
