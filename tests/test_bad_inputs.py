@@ -55,6 +55,9 @@ def made(tmp_path_factory, chat_model_dir, trained_dir):
     gguf = (d / "tiny.gguf").read_bytes()
     (d / "mamba.gguf").write_bytes(gguf.replace(b"llama", b"mamba"))  # every llama.* key too
     (d / "truncated.gguf").write_bytes(gguf[: len(gguf) // 3])
+    (d / "docs.jsonl").write_text("".join(json.dumps({"id": str(i), "text": f"doc {i} " * 9}) + "\n" for i in range(9)))
+    assert main(["tokenize", "--input", str(d / "docs.jsonl"), "--tokenizer", str(trained_dir),
+                 "--output", str(d / "no_val_shards"), "--val_fraction", "0"]) == 0
     return {"dir": d, "model": chat_model_dir, "tokenizer": trained_dir, **models}
 
 
@@ -126,6 +129,8 @@ CASES = {
                                   *TRAIN], "made:big_tokenizer", "the tokenizer has 2048 tokens"),
     "convert-gguf-unsupported-arch": (CONVERT, "made:mamba.gguf", "architecture 'mamba' is not supported"),
     "convert-truncated-gguf": (CONVERT, "made:truncated.gguf", "truncated.gguf: "),
+    "pretrain-empty-validation-split": (["pretrain", "--data.shards", "{in}", "--run_dir", "{out}", *TRAIN],
+                                        "made:no_val_shards", "no_val_shards/index.json"),
     # configs
     "config-unknown-key": (PRETRAIN, "config_unknown_key.yaml", "optim.warmup_step"),
     "config-wrong-type": (PRETRAIN, "config_wrong_type.yaml", "optim.lr"),

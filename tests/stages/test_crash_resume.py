@@ -32,11 +32,11 @@ COMMON = ["--tensorboard", "false", "--loop.progress", "false", "--loop.log_ever
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash_corpus")
     (root / "docs.jsonl").write_text("".join(
-        f'{{"text": "Document {i}. The whale swam {i % 7} miles north; call me Ishmael."}}\n' for i in range(200)))
+        f'{{"id": "{i}", "text": "Document {i}. The whale swam {i % 7} miles north; call me Ishmael."}}\n' for i in range(200)))
     assert main(["tokenizer", "train", "--input", str(root / "docs.jsonl"), "--output", str(root / "tok"),
                  "--vocab_size", "300"]) == 0
     assert main(["tokenize", "--input", str(root / "docs.jsonl"), "--tokenizer", str(root / "tok"),
-                 "--output", str(root / "shards")]) == 0
+                 "--output", str(root / "shards"), "--val_fraction", "0.1"]) == 0
     return root / "shards"
 
 

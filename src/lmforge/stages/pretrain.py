@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lmforge.config import require
 from lmforge.data.loader import PackedBatches, TokenShards, iter_eval_batches
+from lmforge.errors import InputError
 from lmforge.eval.loss import evaluate_loss, token_byte_lengths
 from lmforge.infer.engine import Sampling, generate
 from lmforge.model.hub import load_model
@@ -88,6 +89,10 @@ def pretrain(cfg: PretrainConfig):
     run_dir = Path(cfg.run_dir)
     train_shards = TokenShards(cfg.data.shards, "train")
     val_shards = TokenShards(cfg.data.shards, "val")
+    if len(val_shards.window_starts(cfg.data.seq_len)[1]) == 0:  # fail now, not at the first evaluation
+        raise InputError(f"the validation split holds {val_shards.num_tokens} tokens, fewer than one window of "
+                         f"{cfg.data.seq_len + 1}; re-run `lmforge tokenize` with a larger --val_fraction",
+                         str(val_shards.directory / "index.json"))
     # `lmforge tokenize` keeps a copy of its tokenizer beside the shards.
     tok = Tokenizer.from_dir(cfg.tokenizer or train_shards.directory / train_shards.index["tokenizer"]["copy"])
     apply_depth_preset(cfg, tok.vocab_size)
