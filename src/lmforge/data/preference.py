@@ -17,6 +17,8 @@ response is scored (labels -100 elsewhere).
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import random
 from dataclasses import dataclass
@@ -267,8 +269,10 @@ class PreferenceBatches:
             yield self.batch(list(range(start, min(start + batch_size, len(self.records)))))
 
     @torch.no_grad()
-    def precompute_reference(self, model, batch_size: int = 16) -> None:
-        """Score every record once under `model` (the reference), so training needs no copy."""
+    def precompute_reference(self, model, autocast=contextlib.nullcontext, batch_size: int = 16) -> None:
+        """Score every record once under `model` (the reference), so training needs no copy.
+        `autocast` is the training forward's (`rt.autocast`): the reference must round as the
+        policy does, or policy = reference would not give margins of exactly 0."""
         from lmforge.train.logprobs import label_mask, masked_sum, policy_logprobs
 
         was_training = model.training
@@ -280,7 +284,9 @@ class PreferenceBatches:
             columns = []
             for ids_key, labels_key, _ in self.sides:
                 x, y = batch[ids_key].to(device), batch[labels_key].to(device)
-                columns.append(masked_sum(policy_logprobs(model, x, y), label_mask(y)).float().cpu())
+                with autocast():
+                    logps = policy_logprobs(model, x, y)
+                columns.append(masked_sum(logps, label_mask(y)).float().cpu())
             rows.append(torch.stack(columns, 1))
         self.ref_logps = torch.cat(rows)
         model.train(was_training)

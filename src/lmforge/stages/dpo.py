@@ -74,7 +74,7 @@ def dpo(cfg: DPOConfig):
     kind = reference_kind(cfg.reference, cfg.peft, needed=cfg.loss_type not in REFERENCE_FREE)
     if kind == "precompute":
         for source in filter(None, (batches, held)):
-            source.precompute_reference(model)
+            source.precompute_reference(model, rt.autocast)
     objective = dpo_objective(cfg.beta, cfg.loss_type, make_reference(model, kind), cfg.label_smoothing,
                               cfg.simpo_gamma, cfg.orpo_lambda)
     rt.print(f"dpo: {len(train_pairs)} train / {len(held_out)} held-out pairs, beta {cfg.beta}, "

@@ -82,7 +82,7 @@ def kto(cfg: KTOConfig):
     kind = reference_kind(cfg.reference, cfg.peft)
     if kind == "precompute":
         for source in filter(None, (batches, held)):
-            source.precompute_reference(model)
+            source.precompute_reference(model, rt.autocast)
     reference = make_reference(model, kind)
     objective = kto_objective(cfg.beta, cfg.desirable_weight, cfg.undesirable_weight, reference)
     counts = {"train": _count(train_examples), "held_out": _count(held_out)}

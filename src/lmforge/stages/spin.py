@@ -169,7 +169,7 @@ def _reproduced(pair: PreferencePair) -> bool:
 def _train_iteration(model, tok, pairs, cfg: SPINConfig, rt, it_dir: Path, checkpoint) -> int:
     batches = PreferenceBatches(render_pairs(tok, pairs, cfg.max_len), cfg.batch_size, tok.pad_id or 0,
                                 cfg.seed, rt.rank, rt.world_size)
-    batches.precompute_reference(model)  # the previous iterate, scored once
+    batches.precompute_reference(model, rt.autocast)  # the previous iterate, scored once
     log = MetricsLog(it_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
     optimizer = build_optimizer(model, cfg.optim, rt.device, model.config.hidden_size)
     result = train(wrap_model(model, rt, cfg.compile), dpo_objective(cfg.beta), batches, optimizer,
