@@ -44,7 +44,9 @@ class Runtime:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         if dtype == "auto":
-            dtype = "bfloat16" if fast_bf16(dev) else "float32"
+            # Not on a CPU, even one with AMX: bf16 autocast pretrained the demo model 1.6x
+            # faster there but ended 0.15 nats worse on validation (bench/RESULTS.md).
+            dtype = "bfloat16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
         seed_everything(seed + rank)
         return cls(dev, getattr(torch, dtype), rank, world, local)
 
@@ -75,16 +77,6 @@ class Runtime:
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
         return info
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast pays here: a GPU with bf16, or a CPU with AMX tiles (Sapphire
-    Rapids on), where bf16 matrix products run on the tile unit: pretraining the tiny preset
-    went from 5,000 to 8,000 tokens/s on 2 cores, same losses to 3 decimals. CPUs without
-    AMX emulate bf16 products and would be slower, so they stay in fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
 
 
 def seed_everything(seed: int) -> None:

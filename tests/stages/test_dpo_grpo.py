@@ -57,7 +57,7 @@ def test_dpo_stage_learns_and_never_trains_on_held_out_prompts(tiny_model_dir, t
     before, after = summary["before"], summary["after"]
     assert before["eval/preference_accuracy"] == 0.5  # policy = reference: every margin is 0, a tie
     losses = [r["train/loss"] for r in read_metrics(run / "metrics.jsonl") if "train/loss" in r]
-    assert losses[0] == pytest.approx(math.log(2), abs=1e-4) and losses[-1] < 0.66  # it learns (fp32 or bf16)
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-4) and losses[-1] < 0.65  # it learns
     # on unseen prompts the policy's own preference moves towards the chosen answers
     assert after["eval/policy_accuracy"] > before["eval/policy_accuracy"]
     assert after["eval/reward_margin"] > 0.02

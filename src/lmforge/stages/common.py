@@ -16,7 +16,7 @@ class RunOptions:
 
     resume: bool = False  # continue this run exactly from its last checkpoint
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # autocast dtype: auto (bf16 on a GPU or an AMX CPU, else fp32) | float32 | bfloat16
+    dtype: str = "auto"  # autocast dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
     compile: bool = False  # torch.compile the model
     seed: int = 0
     tensorboard: bool = True  # also write metrics for TensorBoard
