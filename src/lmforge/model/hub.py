@@ -91,8 +91,10 @@ def model_config_from_hf(hf: dict, where: object = "config.json") -> ModelConfig
 
 
 def save_model(model: Transformer, out_dir: str | os.PathLike, *, bos_token_id: int | None = None,
-               eos_token_ids: list[int] | None = None, pad_token_id: int | None = None) -> None:
-    """Write config.json, model.safetensors and generation_config.json into out_dir."""
+               eos_token_ids: list[int] | None = None, pad_token_id: int | None = None,
+               state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write config.json, model.safetensors and generation_config.json into out_dir; the
+    weights are `state` when given (a sharded model's gathered tensors), else the model's."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hf = model_config_to_hf(model.config)
@@ -100,7 +102,7 @@ def save_model(model: Transformer, out_dir: str | os.PathLike, *, bos_token_id: 
     hf.update(bos_token_id=bos_token_id, eos_token_id=eos[0] if len(eos) == 1 else eos or None,
               pad_token_id=pad_token_id)
     (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in (model.state_dict() if state is None else state).items()}
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+import torch.distributed as dist
 
 from lmforge.model.hub import read_safetensors, save_model
 from lmforge.train.loop import Checkpointing, Periodic
+from lmforge.train.parallel import full_state_dict, is_sharded, load_full_state_dict
 
 @dataclass
 class RunOptions:
@@ -46,9 +47,13 @@ def stop_ids(tok) -> list[int]:
 
 
 def export_model(model, tok, out_dir: Path) -> None:
-    """A complete HF model directory: weights, config, generation config, tokenizer."""
+    """A complete HF model directory: weights, config, generation config, tokenizer. A model
+    sharded by FSDP2 is gathered first: every rank calls this, rank 0 writes."""
+    state = full_state_dict(model)
+    if is_sharded(model) and dist.get_rank() != 0:
+        return
     save_model(model, out_dir, bos_token_id=tok.bos_id, eos_token_ids=stop_ids(tok),
-               pad_token_id=tok.pad_id)
+               pad_token_id=tok.pad_id, state=state)
     tok.save(out_dir)
 
 
@@ -57,8 +62,7 @@ def model_checkpointing(model, tok, path: Path) -> Checkpointing:
         state = read_safetensors(Path(src))
         if model.config.tie_word_embeddings:  # HF files omit the tied head
             state["lm_head.weight"] = state["model.embed_tokens.weight"]
-        with torch.no_grad():
-            model.load_state_dict(state)
+        load_full_state_dict(model, state)
 
     return Checkpointing(path=Path(path), save_model=lambda d: export_model(model, tok, d),
                          load_model=restore)

@@ -30,7 +30,7 @@ from lmforge.train.loop import LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.lm import lm_objective
 from lmforge.train.optim import OptimConfig, build_optimizer, default_lr
-from lmforge.train.parallel import wrap_model
+from lmforge.train.parallel import Parallel, is_sharded, wrap_model
 
 
 @dataclass
@@ -65,6 +65,12 @@ class PretrainConfig(RunOptions):
     eval: EvalConfig = field(default_factory=EvalConfig)
     tokenizer: str = ""  # tokenizer dir (default: the one recorded in the shards' index)
     init_from: str = ""  # continue from an existing model directory
+    parallel: Parallel = "ddp"  # with several processes (torchrun): ddp (whole replicas) | fsdp (FSDP2 shards)
+
+    def __post_init__(self):
+        # Muon orthogonalises whole matrices; under FSDP2 each rank holds a slice of one.
+        require(not (self.parallel == "fsdp" and self.optim.name == "muon"), "optim.name",
+                "adamw under parallel=fsdp", self.optim.name)
 
 
 def apply_depth_preset(cfg: PretrainConfig, vocab_size: int) -> None:
@@ -119,8 +125,9 @@ def pretrain(cfg: PretrainConfig):
 
     show_samples(0)
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
+    train_model = wrap_model(model, rt, cfg.compile, cfg.parallel)  # before the optimizer: FSDP2 shards in place
     optimizer = build_optimizer(model, cfg.optim, rt.device, cfg.model.hidden_size)
-    result = train(wrap_model(model, rt, cfg.compile), lm_objective, batches, optimizer,
+    result = train(train_model, lm_objective, batches, optimizer,
                    loop=cfg.loop, optim=cfg.optim, runtime=rt, log=log,
                    checkpoint=model_checkpointing(model, tok, run_dir / "model"),
                    evaluators=evaluators,
@@ -133,7 +140,7 @@ def pretrain(cfg: PretrainConfig):
 
 
 def _print_samples(model, tok, ev: EvalConfig, rt: Runtime, label: str) -> dict:
-    if not rt.is_main:
+    if not rt.is_main and not is_sharded(model):  # a sharded model's forward needs every rank
         return {}
     prompts = [([tok.bos_id] if tok.bos_id is not None else []) + tok.encode(p)
                for p in ev.sample_prompts]

@@ -28,6 +28,7 @@ from lmforge.runtime import Runtime
 from lmforge.train.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
 from lmforge.train.metrics import MetricsLog
 from lmforge.train.optim import OptimConfig, lr_multiplier, set_lr
+from lmforge.train.parallel import is_sharded
 from lmforge.train.spikes import SpikeDetector
 
 Objective = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
@@ -96,7 +97,7 @@ def train(model: nn.Module, objective: Objective, batches: Iterator[dict], optim
     result = TrainResult(step=0)
     spikes = SpikeDetector(loop.spike_threshold_std, loop.spike_window_steps)
     if resume:
-        _resume(checkpoint, optimizer, batches, runtime, result, spikes)
+        _resume(checkpoint, model, optimizer, batches, runtime, result, spikes)
         log.rewind(result.step)  # steps logged after the checkpoint are about to run again
     start_step = result.step
     params = [p for p in model.parameters() if p.requires_grad]
@@ -114,7 +115,8 @@ def train(model: nn.Module, objective: Objective, batches: Iterator[dict], optim
         if (spike and loop.spike_action == "rollback" and step not in result.rolled_back_steps
                 and checkpoint and find_checkpoint(checkpoint.path)):  # else: skipped, below
             optimizer.zero_grad(set_to_none=True)
-            step = bar.n = _rollback(checkpoint, optimizer, batches, runtime, result, spikes, step, loss, loop, log)
+            step = bar.n = _rollback(checkpoint, model, optimizer, batches, runtime, result, spikes, step, loss,
+                                     loop, log)
             continue
         grad_norm = _clip(params, optim.grad_clip) if math.isfinite(loss) else float("nan")
         if spike:
@@ -156,7 +158,7 @@ def train(model: nn.Module, objective: Objective, batches: Iterator[dict], optim
                 model.train()
         if checkpoint and (done == loop.max_steps or
                            (loop.save_every_steps and done % loop.save_every_steps == 0)):
-            _save(checkpoint, optimizer, batches, runtime, done, result, spikes)
+            _save(checkpoint, model, optimizer, batches, runtime, done, result, spikes)
         result.step, result.last_metrics = done, metrics
         step = done
     bar.close()
@@ -213,18 +215,25 @@ def _postfix(metrics: dict) -> dict:
     return shown
 
 
-def _save(ckpt: Checkpointing, optimizer, batches, runtime: Runtime, step: int, result: TrainResult,
+def _sharded(model: nn.Module) -> nn.Module | None:
+    """The FSDP2 model under any compile wrapper, or None when the model is not sharded."""
+    model = getattr(model, "_orig_mod", model)
+    return model if is_sharded(model) else None
+
+
+def _save(ckpt: Checkpointing, model, optimizer, batches, runtime: Runtime, step: int, result: TrainResult,
           spikes: SpikeDetector):
-    if not runtime.is_main:
+    sharded = _sharded(model)
+    if not runtime.is_main and sharded is None:
         return
     state = {"step": step, "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks,
              "lr_scale": result.lr_scale, "rolled_back_steps": sorted(result.rolled_back_steps),
              "spikes": spikes.state_dict()}
     batches_state = batches.state_dict() if hasattr(batches, "state_dict") else None
-    save_checkpoint(ckpt.path, ckpt.save_model, optimizer, state, batches_state)
+    save_checkpoint(ckpt.path, ckpt.save_model, optimizer, state, batches_state, sharded)
 
 
-def _resume(ckpt: Checkpointing | None, optimizer, batches, runtime: Runtime, result: TrainResult,
+def _resume(ckpt: Checkpointing | None, model, optimizer, batches, runtime: Runtime, result: TrainResult,
             spikes: SpikeDetector) -> None:
     """Everything as the checkpoint left it: weights, optimizer, RNG, data position, and
     the loop's own state (step, skip and rollback counts, LR scale, the spike window)."""
@@ -233,7 +242,7 @@ def _resume(ckpt: Checkpointing | None, optimizer, batches, runtime: Runtime, re
         runtime.print("resume: no checkpoint found; starting from step 0")
         return
     ckpt.load_model(found)
-    state, batches_state = load_trainer_state(found, optimizer)
+    state, batches_state = load_trainer_state(found, optimizer, _sharded(model))
     if batches_state is not None and hasattr(batches, "load_state_dict"):
         batches.load_state_dict(batches_state)
     result.step, result.skipped_steps = int(state["step"]), state.get("skipped_steps", 0)
@@ -244,7 +253,7 @@ def _resume(ckpt: Checkpointing | None, optimizer, batches, runtime: Runtime, re
     runtime.print(f"resumed from {found} at step {result.step}")
 
 
-def _rollback(ckpt: Checkpointing, optimizer, batches, runtime: Runtime, result: TrainResult,
+def _rollback(ckpt: Checkpointing, model, optimizer, batches, runtime: Runtime, result: TrainResult,
               spikes: SpikeDetector, step: int, loss: float, loop: LoopConfig, log: MetricsLog) -> int:
     """Answer a spike at `step` by reloading the last checkpoint with the learning rate scaled
     by loop.spike_lr_factor; return the step to continue from. The data replays from the
@@ -254,7 +263,7 @@ def _rollback(ckpt: Checkpointing, optimizer, batches, runtime: Runtime, result:
     done_steps = len(result.losses)
     lr_scale = result.lr_scale * loop.spike_lr_factor
     rolled_back = result.rolled_back_steps | {step}
-    _resume(ckpt, optimizer, batches, runtime, result, spikes)
+    _resume(ckpt, model, optimizer, batches, runtime, result, spikes)
     result.losses = result.losses[:max(0, done_steps - (step - result.step))]
     result.lr_scale, result.rolled_back_steps, result.rollbacks = lr_scale, rolled_back, result.rollbacks + 1
     runtime.print(f"step {step}: loss spike {loss:.4f} > {threshold:.4f} (mean + {loop.spike_threshold_std:g} "

@@ -1,28 +1,86 @@
-"""Wrap an unmodified model for speed and scale: torch.compile and DDP.
+"""Wrap an unmodified model for speed and scale: torch.compile, DDP, FSDP2.
 
-    train_model = wrap_model(model, runtime, compile=True)
+    train_model = wrap_model(model, runtime, compile=True, parallel="fsdp")
+    optimizer = build_optimizer(model, ...)      # after wrapping: FSDP2 shards in place
 
 The model file knows none of this (torchtitan's rule); the raw model stays the one that
-is saved and sampled from, the wrapper is what the objective calls.
+is saved and sampled from, the wrapper is what the objective calls. Under DDP every rank
+holds the whole model, its gradients and optimizer state; under FSDP2 (`fully_shard`, one
+group per decoder layer plus the root) each rank holds 1/world of each, gathering a layer's
+weights just before it runs. The sharded model needs every rank in every forward (samples
+and evaluations included) and in every save; `full_state_dict` and `load_full_state_dict`
+turn it into and back from a plain state dict, so checkpoints stay Hugging Face model dirs.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+import torch.distributed as dist
 import torch.utils.checkpoint
 from torch import nn
 
 from lmforge.runtime import Runtime
 
+Parallel = Literal["ddp", "fsdp"]
 
-def wrap_model(model: nn.Module, runtime: Runtime, compile: bool = False) -> nn.Module:
-    """Sharded training (FSDP2) is not wired yet: every rank holds the whole model."""
+
+def wrap_model(model: nn.Module, runtime: Runtime, compile: bool = False, parallel: Parallel = "ddp") -> nn.Module:
+    if runtime.world_size > 1 and parallel == "fsdp":
+        shard_model(model, runtime)
     if compile:
         model = torch.compile(model)
-    if runtime.world_size > 1:
+    if runtime.world_size > 1 and parallel == "ddp":
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     return model
+
+
+def shard_model(model: nn.Module, runtime: Runtime) -> None:
+    """FSDP2 in place: each decoder layer its own group, the rest (embeddings, head, final
+    norm: a tied head stays one tensor) the root's. Under bf16 the gathered weights are bf16
+    and gradients are reduced in fp32."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from lmforge.model.transformer import DecoderLayer
+
+    policy = MixedPrecisionPolicy()
+    if runtime.dtype != torch.float32:
+        policy = MixedPrecisionPolicy(param_dtype=runtime.dtype, reduce_dtype=torch.float32)
+    layers = [m for m in model.modules() if isinstance(m, DecoderLayer)]
+    if not layers:
+        raise ValueError(f"parallel=fsdp: no decoder layers to shard in {type(model).__name__}")
+    for layer in layers:
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return dist.is_initialized() and any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's tensors on the CPU. Sharded: a collective (every rank calls it),
+    rank 0 gets the tensors and the others an empty dict."""
+    if not is_sharded(model):
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a whole-model state dict (every rank passes the same one) into a plain or sharded model."""
+    if not is_sharded(model):
+        with torch.no_grad():
+            model.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
 
 
 def checkpoint_activations(model) -> None:
