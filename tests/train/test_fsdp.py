@@ -85,7 +85,7 @@ def shards(tmp_path_factory):
     return root / "shards"
 
 
-def _pretrain(rank: int, world: int, argv: list[str], port: int) -> None:
+def _lmforge(rank: int, world: int, argv: list[str], port: int) -> None:
     _join(port, rank, world)
     assert main(argv) == 0
     dist.destroy_process_group()
@@ -103,11 +103,11 @@ def _pretrain_args(shards: Path, run: Path, steps: int) -> list[str]:
 
 def test_pretrain_fsdp_resumes_exactly_from_its_sharded_checkpoint(shards, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    mp.spawn(_pretrain, args=(2, _pretrain_args(shards, straight, 4), 29522), nprocs=2, join=True)
-    mp.spawn(_pretrain, args=(2, _pretrain_args(shards, resumed, 2), 29523), nprocs=2, join=True)
+    mp.spawn(_lmforge, args=(2, _pretrain_args(shards, straight, 4), 29522), nprocs=2, join=True)
+    mp.spawn(_lmforge, args=(2, _pretrain_args(shards, resumed, 2), 29523), nprocs=2, join=True)
     optimizer_dir = resumed / "model" / "trainer_state" / "optimizer"
     assert sorted(p.name for p in optimizer_dir.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
-    mp.spawn(_pretrain, args=(2, _pretrain_args(shards, resumed, 4) + ["--resume", "true"], 29524),
+    mp.spawn(_lmforge, args=(2, _pretrain_args(shards, resumed, 4) + ["--resume", "true"], 29524),
              nprocs=2, join=True)
 
     losses = [[(r["step"], r["train/loss"]) for r in read_metrics(run / "metrics.jsonl") if "train/loss" in r]
@@ -122,3 +122,21 @@ def test_pretrain_fsdp_resumes_exactly_from_its_sharded_checkpoint(shards, tmp_p
     assert main(["generate", str(straight / "model"), "--prompt", "Call me", "--max_new_tokens", "4"]) == 0
     unsharded = ["ddp" if a == "fsdp" else a for a in _pretrain_args(shards, resumed, 6)]
     assert main(unsharded + ["--resume", "true"]) == 2
+
+
+def test_sft_fsdp_trains_as_ddp_does(chat_model_dir, chat_file, tmp_path):
+    """The same two ranks, the same data split: sharded or replicated, the same model."""
+    runs = {}
+    for port, parallel in ((29525, "ddp"), (29526, "fsdp")):
+        runs[parallel] = tmp_path / parallel
+        argv = ["sft", "--model", str(chat_model_dir), "--data.train", str(chat_file), "--run_dir", str(runs[parallel]),
+                "--data.batch_size", "4", "--data.seq_len", "64", "--optim.lr", "3e-3", "--loop.max_steps", "3",
+                "--eval.sample_tokens", "4", "--parallel", parallel, "--device", "cpu", "--tensorboard", "false",
+                "--loop.progress", "false"]
+        mp.spawn(_lmforge, args=(2, argv, port), nprocs=2, join=True)
+    ddp, fsdp = (load_file(str(runs[p] / "model" / "model.safetensors")) for p in ("ddp", "fsdp"))
+    start = load_file(str(chat_model_dir / "model.safetensors"))
+    assert ddp.keys() == fsdp.keys()
+    for k in ddp:
+        torch.testing.assert_close(fsdp[k], ddp[k], atol=2e-5, rtol=1e-4, msg=k)
+    assert any(not torch.equal(ddp[k], start[k]) for k in ddp)  # it trained

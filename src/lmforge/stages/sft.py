@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from lmforge.config import ConfigError
+from lmforge.config import ConfigError, require
 from lmforge.data.chat import ChatReadStats, read_conversations
 from lmforge.data.sft import ChatBatches, iter_chat_eval_batches, tokenize_conversations
 from lmforge.errors import InputError
@@ -42,7 +42,7 @@ from lmforge.train.loop import LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.lm import lm_objective
 from lmforge.train.optim import OptimConfig, build_optimizer
-from lmforge.train.parallel import checkpoint_activations, wrap_model
+from lmforge.train.parallel import Parallel, checkpoint_activations, wrap_model
 
 
 @dataclass
@@ -83,6 +83,12 @@ class SFTConfig(RunOptions):
     activation_checkpointing: bool = False  # recompute each layer in backward (less memory)
     export_merged: bool = True  # LoRA: also write the merged model to run_dir/merged
     check: bool = True  # run the chat-contract pre-flight (lmforge check) first
+    parallel: Parallel = "ddp"  # with several processes (torchrun): ddp (whole replicas) | fsdp (FSDP2 shards)
+
+    def __post_init__(self):
+        if self.parallel == "fsdp":  # FSDP2 is wired for full fine-tuning with AdamW so far
+            require(self.peft == "none", "peft", "none under parallel=fsdp", self.peft)
+            require(self.optim.name == "adamw", "optim.name", "adamw under parallel=fsdp", self.optim.name)
 
 
 def sft(cfg: SFTConfig):
@@ -121,11 +127,12 @@ def sft(cfg: SFTConfig):
     evaluators += task_evaluators(cfg.eval_tasks, model, tok, cfg.eval.every_steps, chat=True)
     before = sample_answers(model, tok, cfg.eval)
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
+    train_model = wrap_model(model, rt, cfg.compile, cfg.parallel)  # before the optimizer: FSDP2 shards in place
     optimizer = build_optimizer(model, cfg.optim, rt.device, unwrap(model).config.hidden_size)
     if rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
     base = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
-    result = train(wrap_model(model, rt, cfg.compile), lm_objective, batches, optimizer,
+    result = train(train_model, lm_objective, batches, optimizer,
                    loop=cfg.loop, optim=cfg.optim, runtime=rt, log=log,
                    checkpoint=policy_checkpointing(model, tok, run_dir / "model", cfg.peft, base),
                    evaluators=evaluators, resume=cfg.resume)
