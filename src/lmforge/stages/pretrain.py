@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 
 from lmforge.config import require
 from lmforge.data.loader import PackedBatches, TokenShards, iter_eval_batches
@@ -102,9 +103,16 @@ def pretrain(cfg: PretrainConfig):
     # `lmforge tokenize` keeps a copy of its tokenizer beside the shards.
     tok = Tokenizer.from_dir(cfg.tokenizer or train_shards.directory / train_shards.index["tokenizer"]["copy"])
     apply_depth_preset(cfg, tok.vocab_size)
-    model = load_model(cfg.init_from) if cfg.init_from else Transformer(cfg.model)
+    sharded = cfg.parallel == "fsdp" and rt.world_size > 1
+    if cfg.init_from:
+        model = load_model(cfg.init_from).to(rt.device)
+    elif sharded:  # on the meta device: FSDP2 allocates and initialises only each rank's shards
+        with torch.device("meta"):
+            model = Transformer(cfg.model)
+    else:
+        model = Transformer(cfg.model).to(rt.device)
     cfg.model = model.config
-    model.to(rt.device)
+    train_model = wrap_model(model, rt, cfg.compile, cfg.parallel)  # before the optimizer: FSDP2 shards in place
     record_run(run_dir, cfg, rt, data_files=[train_shards.directory / "index.json"])
     rt.print(f"model: {model.num_params() / 1e6:.2f}M parameters "
              f"({cfg.model.num_hidden_layers} layers × {cfg.model.hidden_size}, "
@@ -125,7 +133,6 @@ def pretrain(cfg: PretrainConfig):
 
     show_samples(0)
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
-    train_model = wrap_model(model, rt, cfg.compile, cfg.parallel)  # before the optimizer: FSDP2 shards in place
     optimizer = build_optimizer(model, cfg.optim, rt.device, cfg.model.hidden_size)
     result = train(train_model, lm_objective, batches, optimizer,
                    loop=cfg.loop, optim=cfg.optim, runtime=rt, log=log,

@@ -40,7 +40,8 @@ def wrap_model(model: nn.Module, runtime: Runtime, compile: bool = False, parall
 def shard_model(model: nn.Module, runtime: Runtime) -> None:
     """FSDP2 in place: each decoder layer its own group, the rest (embeddings, head, final
     norm: a tied head stays one tensor) the root's. Under bf16 the gathered weights are bf16
-    and gradients are reduced in fp32."""
+    and gradients are reduced in fp32. Every rank must pass the same weights, or a model on
+    the meta device (then each rank draws its own shards' initial values)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from lmforge.model.transformer import DecoderLayer
@@ -53,7 +54,15 @@ def shard_model(model: nn.Module, runtime: Runtime) -> None:
         raise ValueError(f"parallel=fsdp: no decoder layers to shard in {type(model).__name__}")
     for layer in layers:
         fully_shard(layer, mp_policy=policy)
-    fully_shard(model, mp_policy=policy)
+    # The root reshards after forward too (FSDP2 keeps it gathered by default): otherwise a
+    # forward outside training (samples, evaluation) would leave full tensors registered as
+    # the root's parameters, which the optimizer and the checkpoint do not know.
+    fully_shard(model, mp_policy=policy, reshard_after_forward=True)
+    if any(p.is_meta for p in model.parameters()):
+        # Built on the meta device (pretraining from scratch): memory for this rank's shards
+        # only, each initialised in place, so no rank ever holds the whole model.
+        model.to_empty(device=runtime.device)
+        model.reset_parameters()
 
 
 def is_sharded(model: nn.Module) -> bool:
