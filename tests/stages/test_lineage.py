@@ -30,7 +30,8 @@ def test_lineage_walks_back_to_the_raw_pages(tmp_path, chat_file, capsys):
     assert lines[0].startswith(f"{sft}  [sft: git ")
     chain = "\n".join(lines)
     for what in (f"model: {pre / 'model'} -> {pre}  [pretrain", f"data.shards: {shards}  [tokenize",
-                 f"input: {curated}  [curate", f"input: {raw}  [file: sha256:", f"data.train: {chat_file}"):
+                 f"input: {curated}  [curate", f"input: {raw}  [file: sha256:", f"data.train: {chat_file}",
+                 f"tokenizer: {tok}  [tokenizertrain: git "):
         assert what in chain, chain
     # the chain is readable from run.json alone, after the parents are gone
     manifests = json.loads((sft / "run.json").read_text())["parent_manifests"]

@@ -106,7 +106,9 @@ def spin(cfg: SPINConfig) -> list[dict]:
                      **_last_train_metrics(it_dir), **_evaluate(model, tok, held_out, cfg, rt)})
         rt.print(f"iteration {t}: {_describe(rows[-1])} (before: {_describe(rows[0])})")
         if rt.is_main:
-            (it_dir / "done.json").write_text(json.dumps(rows[-1], indent=2) + "\n")
+            partial = it_dir / "done.json.tmp"  # a crash mid-write must not leave half a done.json
+            partial.write_text(json.dumps(rows[-1], indent=2) + "\n")
+            os.replace(partial, it_dir / "done.json")
             shutil.rmtree(it_dir / "model" / "trainer_state", ignore_errors=True)  # done: never resumed
     if rt.is_main:
         if cfg.peft == "lora":

@@ -17,6 +17,7 @@ from typing import Literal
 
 from lmforge.data.documents import ReadStats, list_document_files, read_documents
 from lmforge.errors import InputError
+from lmforge.report import record_run
 from lmforge.tokenizer import Tokenizer, train_bpe
 
 
@@ -43,6 +44,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Tokenizer:
         raise InputError(f"no text to train on ({stats.summary()})", ", ".join(cfg.input))
     tokenizer = Tokenizer.from_trained(backend)
     tokenizer.save(cfg.output)
+    record_run(Path(cfg.output), cfg)  # config.yaml + run.json: `lmforge lineage` follows it to its inputs
     print(f"tokenizer: vocab {tokenizer.vocab_size} trained in {time.perf_counter() - start:.1f}s "
           f"on {stats.summary()} -> {cfg.output}")
     if tokenizer.vocab_size < cfg.vocab_size:
