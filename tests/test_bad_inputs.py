@@ -72,6 +72,7 @@ KTO = ["kto", "--model", "{model}", "--pairs", "{in}", "--run_dir", "{out}", *TR
 GENERATE = ["generate", "{in}", "--prompt", "hi", "--max_new_tokens", "2"]
 CONVERT = ["convert", "{in}", "{out}/model"]
 PRETRAIN = ["pretrain", "{in}", "--run_dir", "{out}"]
+EVAL = ["eval", "{model}", "--task", "{in}", "--output", "{out}"]
 
 # id -> (command line, the input (made:NAME = made by the fixture), what the error line must name)
 CASES = {
@@ -131,6 +132,20 @@ CASES = {
     "convert-truncated-gguf": (CONVERT, "made:truncated.gguf", "truncated.gguf: "),
     "pretrain-empty-validation-split": (["pretrain", "--data.shards", "{in}", "--run_dir", "{out}", *TRAIN],
                                         "made:no_val_shards", "no_val_shards/index.json"),
+    # evaluation tasks, prompt sets, and the commands that serve a model
+    "eval-task-invalid-utf8": (EVAL, "task_invalid_utf8.jsonl", "task_invalid_utf8.jsonl:2"),
+    "eval-task-broken-jsonl": (EVAL, "task_broken_line.jsonl", "task_broken_line.jsonl:2"),
+    "eval-task-answer-not-scalar": (EVAL, "task_answer_not_scalar.jsonl", "task_answer_not_scalar.jsonl:2"),
+    "eval-task-empty-file": (EVAL, "docs_empty.jsonl", "docs_empty.jsonl"),
+    "best-of-n-prompt-without-answer": (["data", "best-of-n", "--policy", "{model}", "--prompts", "{in}", "--n", "2",
+                                         "--verifier", "math", "--max_new_tokens", "2", "--output", "{out}/best.jsonl"],
+                                        "prompts_no_answer.jsonl", "'answer'"),
+    "data-select-broken-jsonl": (["data", "select", "--data", "{in}", "--method", "longest", "--k", "1",
+                                  "--output", "{out}/selected.jsonl"], "chat_broken_line.jsonl", "chat_broken_line.jsonl:2"),
+    "label-prompts-broken-jsonl": (["label", "--model", "{model}", "--labeller", "reward:math", "--prompts", "{in}",
+                                    "--run_dir", "{out}"], "task_broken_line.jsonl", "task_broken_line.jsonl:2"),
+    "chat-missing-model": (["chat", "{out}/nowhere"], "docs_empty.jsonl", "nowhere"),
+    "serve-missing-model": (["serve", "{out}/nowhere"], "docs_empty.jsonl", "nowhere"),
     # configs
     "config-unknown-key": (PRETRAIN, "config_unknown_key.yaml", "optim.warmup_step"),
     "config-wrong-type": (PRETRAIN, "config_wrong_type.yaml", "optim.lr"),

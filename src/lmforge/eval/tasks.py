@@ -77,8 +77,12 @@ def read_records(path: Path, field_map: dict[str, str] | None = None) -> list[tu
     """(line number, JSON object) for each non-blank line of a JSONL file, user field names
     renamed to the canonical ones; a broken line or an empty file is an InputError."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"not valid UTF-8 (byte {e.start + 1} of the line)", path, line_no) from None
             if not line.strip():
                 continue
             try:

@@ -18,9 +18,22 @@ def load_verifiers(specs: list[str]) -> dict:
     from lmforge.rewards import load_reward
 
     try:
-        return {s: load_reward(s) for s in specs}
+        return {s: _naming_missing_fields(s, load_reward(s)) for s in specs}
     except (ValueError, ImportError) as e:
         raise InputError(f"--verifier: {e}") from None
+
+
+def _naming_missing_fields(name: str, verifier):
+    """A verifier reads fields of the prompt record (math: "answer"); a record without one is
+    the input's fault, said as such rather than as a KeyError from inside the verifier."""
+    def verify(answer: str, record: dict):
+        try:
+            return verifier(answer, record)
+        except KeyError as e:
+            prompt = str(record.get("prompt", record.get("question", "")))[:60]
+            raise InputError(f"--verifier {name} needs the field {e.args[0]!r} in every prompt record; "
+                             f"the record of {prompt!r} has {sorted(record)}") from None
+    return verify
 
 
 class RewardModelScorer:
