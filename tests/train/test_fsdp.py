@@ -20,6 +20,7 @@ from lmforge.train.objectives.lm import lm_objective
 from lmforge.train.optim import OptimConfig, build_optimizer
 from lmforge.train.parallel import full_state_dict, is_sharded, wrap_model
 from tests.conftest import ToyBatches, tiny_config
+from tests.stages.test_dpo_grpo import PAIRS, TEST_PAIRS, tiny_model_dir  # noqa: F401 (fixture)
 from tests.train.test_distributed import STEPS, _halves
 
 pytestmark = pytest.mark.slow
@@ -124,18 +125,30 @@ def test_pretrain_fsdp_resumes_exactly_from_its_sharded_checkpoint(shards, tmp_p
     assert main(unsharded + ["--resume", "true"]) == 2
 
 
-def test_sft_fsdp_trains_as_ddp_does(chat_model_dir, chat_file, tmp_path):
+def _stage_args(stage: str, inputs: dict, run: Path) -> list[str]:
+    return {
+        "sft": ["sft", "--model", str(inputs["chat_model"]), "--data.train", str(inputs["chat_file"]),
+                "--data.batch_size", "4", "--data.seq_len", "64", "--optim.lr", "3e-3", "--eval.sample_tokens", "4"],
+        "dpo": ["dpo", "configs/dpo_tiny.yaml", "--model", str(inputs["tiny"]), "--data", str(inputs["pairs"]),
+                "--eval_data", str(inputs["held"]), "--batch_size", "4", "--max_len", "64", "--optim.lr", "3e-3"],
+    }[stage] + ["--run_dir", str(run), "--loop.max_steps", "3", "--device", "cpu", "--tensorboard", "false",
+                "--loop.progress", "false"]
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_fsdp_trains_as_ddp_does(stage, chat_model_dir, chat_file, tiny_model_dir, tmp_path):  # noqa: F811
     """The same two ranks, the same data split: sharded or replicated, the same model."""
+    (tmp_path / "pairs.jsonl").write_text("".join(open(PAIRS).readlines()[:32]))
+    (tmp_path / "held.jsonl").write_text("".join(open(TEST_PAIRS).readlines()[:8]))
+    inputs = {"chat_model": chat_model_dir, "chat_file": chat_file, "tiny": tiny_model_dir,
+              "pairs": tmp_path / "pairs.jsonl", "held": tmp_path / "held.jsonl"}
     runs = {}
     for port, parallel in ((29525, "ddp"), (29526, "fsdp")):
         runs[parallel] = tmp_path / parallel
-        argv = ["sft", "--model", str(chat_model_dir), "--data.train", str(chat_file), "--run_dir", str(runs[parallel]),
-                "--data.batch_size", "4", "--data.seq_len", "64", "--optim.lr", "3e-3", "--loop.max_steps", "3",
-                "--eval.sample_tokens", "4", "--parallel", parallel, "--device", "cpu", "--tensorboard", "false",
-                "--loop.progress", "false"]
-        mp.spawn(_lmforge, args=(2, argv, port), nprocs=2, join=True)
+        mp.spawn(_lmforge, args=(2, _stage_args(stage, inputs, runs[parallel]) + ["--parallel", parallel], port),
+                 nprocs=2, join=True)
     ddp, fsdp = (load_file(str(runs[p] / "model" / "model.safetensors")) for p in ("ddp", "fsdp"))
-    start = load_file(str(chat_model_dir / "model.safetensors"))
+    start = load_file(str(Path(inputs["chat_model" if stage == "sft" else "tiny"]) / "model.safetensors"))
     assert ddp.keys() == fsdp.keys()
     for k in ddp:
         torch.testing.assert_close(fsdp[k], ddp[k], atol=2e-5, rtol=1e-4, msg=k)

@@ -33,6 +33,7 @@ from lmforge.train.loop import LoopConfig
 from lmforge.train.metrics import read_metrics
 from lmforge.train.objectives.dpo import LENGTH_AVERAGED, REFERENCE_FREE, LossType, dpo_objective
 from lmforge.train.optim import OptimConfig
+from lmforge.train.parallel import Parallel, check_parallel
 
 
 @dataclass
@@ -57,6 +58,10 @@ class DPOConfig(RunOptions):
     quantize: Scheme = "none"  # QLoRA: int8 | int4 frozen base under the PEFT method (needs peft != none)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-6, warmup_steps=10, weight_decay=0.0))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=100, eval_every_steps=50))
+    parallel: Parallel = "ddp"  # with several processes (torchrun): ddp (whole replicas) | fsdp (FSDP2 shards)
+
+    def __post_init__(self):
+        check_parallel(self)
 
 
 def dpo(cfg: DPOConfig):

@@ -114,10 +114,11 @@ def train_policy(model, tok, objective, batches, cfg, rt, run_dir: Path, evaluat
     peft and logging fields; `evaluate(step)` (held-out metrics) runs every
     loop.eval_every_steps when that is before the end, `--eval_tasks` likewise."""
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
+    train_model = wrap_model(model, rt, cfg.compile, cfg.parallel)  # before the optimizer: FSDP2 shards in place
     optimizer = build_optimizer(model, cfg.optim, rt.device, model.config.hidden_size)
     held_out = ([Periodic(cfg.loop.eval_every_steps, evaluate)]
                 if evaluate is not None and cfg.loop.eval_every_steps < cfg.loop.max_steps else [])
-    result = train(wrap_model(model, rt, cfg.compile), objective, batches, optimizer,
+    result = train(train_model, objective, batches, optimizer,
                    loop=cfg.loop, optim=cfg.optim, runtime=rt, log=log,
                    checkpoint=policy_checkpointing(model, tok, run_dir / "model", cfg.peft, cfg.model),
                    evaluators=held_out + task_evaluators(cfg.eval_tasks, model, tok, cfg.loop.eval_every_steps,

@@ -31,7 +31,7 @@ from lmforge.train.loop import LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.lm import lm_objective
 from lmforge.train.optim import OptimConfig, build_optimizer, default_lr
-from lmforge.train.parallel import Parallel, is_sharded, wrap_model
+from lmforge.train.parallel import Parallel, check_parallel, is_sharded, wrap_model
 
 
 @dataclass
@@ -69,9 +69,7 @@ class PretrainConfig(RunOptions):
     parallel: Parallel = "ddp"  # with several processes (torchrun): ddp (whole replicas) | fsdp (FSDP2 shards)
 
     def __post_init__(self):
-        # Muon orthogonalises whole matrices; under FSDP2 each rank holds a slice of one.
-        require(not (self.parallel == "fsdp" and self.optim.name == "muon"), "optim.name",
-                "adamw under parallel=fsdp", self.optim.name)
+        check_parallel(self)
 
 
 def apply_depth_preset(cfg: PretrainConfig, vocab_size: int) -> None:

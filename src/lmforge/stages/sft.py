@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from lmforge.config import ConfigError, require
+from lmforge.config import ConfigError
 from lmforge.data.chat import ChatReadStats, read_conversations
 from lmforge.data.sft import ChatBatches, iter_chat_eval_batches, tokenize_conversations
 from lmforge.errors import InputError
@@ -42,7 +42,7 @@ from lmforge.train.loop import LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.lm import lm_objective
 from lmforge.train.optim import OptimConfig, build_optimizer
-from lmforge.train.parallel import Parallel, checkpoint_activations, wrap_model
+from lmforge.train.parallel import Parallel, check_parallel, checkpoint_activations, wrap_model
 
 
 @dataclass
@@ -86,9 +86,7 @@ class SFTConfig(RunOptions):
     parallel: Parallel = "ddp"  # with several processes (torchrun): ddp (whole replicas) | fsdp (FSDP2 shards)
 
     def __post_init__(self):
-        if self.parallel == "fsdp":  # FSDP2 is wired for full fine-tuning with AdamW so far
-            require(self.peft == "none", "peft", "none under parallel=fsdp", self.peft)
-            require(self.optim.name == "adamw", "optim.name", "adamw under parallel=fsdp", self.optim.name)
+        check_parallel(self)
 
 
 def sft(cfg: SFTConfig):

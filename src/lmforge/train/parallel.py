@@ -21,9 +21,18 @@ import torch.distributed as dist
 import torch.utils.checkpoint
 from torch import nn
 
+from lmforge.config import require
 from lmforge.runtime import Runtime
 
 Parallel = Literal["ddp", "fsdp"]
+
+
+def check_parallel(cfg) -> None:
+    """For a stage config's __post_init__: what FSDP2 is wired for so far is full fine-tuning
+    with AdamW (Muon orthogonalises whole matrices; each rank holds a slice of one)."""
+    if cfg.parallel == "fsdp":
+        require(getattr(cfg, "peft", "none") == "none", "peft", "none under parallel=fsdp", getattr(cfg, "peft", None))
+        require(cfg.optim.name == "adamw", "optim.name", "adamw under parallel=fsdp", cfg.optim.name)
 
 
 def wrap_model(model: nn.Module, runtime: Runtime, compile: bool = False, parallel: Parallel = "ddp") -> nn.Module:
