@@ -57,6 +57,8 @@ STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
                             ("base", "aligned"), "which of an aligned model's tokens its base would choose (URIAL)"),
     "analyze knowledge": ("lmforge.stages.analyze", "KnowledgeConfig", "analyze_knowledge", ("model",),
                           "label closed-book questions HighlyKnown ... Unknown for a model (Gekhman et al.)"),
+    "experiment dedup": ("lmforge.experiments.dedup", "DedupExperimentConfig", "run_dedup", (),
+                         "does deduplicated pretraining data give a better model at fixed compute? (Lee et al. 2022)"),
     "report": ("lmforge.stages.report", "ReportConfig", "report_card", ("run_root",),
                "one report card for every stage under a run root (reports, eval and token-shift tables)"),
     "lineage": ("lmforge.stages.lineage", "LineageConfig", "lineage", ("run_dir",),

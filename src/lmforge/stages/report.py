@@ -7,7 +7,8 @@ loss and bits per byte, SFT / DPO / GRPO curves); each is included in pipeline o
 figures linked where they are. Then two tables that compare stages: `lmforge eval` results
 under RUN_ROOT/eval/<stage>/results.json (the same tasks on each stage's model), and
 token-shift results under RUN_ROOT/token_shift/<stage>/token_shift.json (each aligned model
-against the base), with their figures.
+against the base), with their figures. Last, any `lmforge experiment` report under
+RUN_ROOT/experiments/<name>/.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ def report_card(cfg: ReportConfig) -> Path:
              "Every stage found under this run root, in pipeline order, then tables that compare them.", ""]
     evals = _eval_table(root / "eval", [s.name for s in stages])
     shifts = _shift_table(root / "token_shift")
+    experiments = sorted(d for d in (root / "experiments").glob("*") if (d / "report.md").is_file())
     lines += ["## Contents", ""] + [f"- [{s.name}](#{s.name})" for s in stages]
     lines += ["- [evaluation across stages](#evaluation-across-stages)"] if evals else []
     lines += ["- [token shift](#token-shift)"] if shifts else []
+    lines += [f"- [experiment {e.name}](#experiment-{e.name})" for e in experiments]
     for stage in stages:
         lines += ["", f"## {stage.name}", ""] + _embed(stage / "report.md", stage.name)
     if evals:
@@ -48,8 +51,11 @@ def report_card(cfg: ReportConfig) -> Path:
         lines += ["", "## Token shift", "",
                   "Greedy answers of each aligned model, ranked by the base model (URIAL): unshifted = the "
                   "base's own first choice, marginal = its 2nd/3rd, shifted = anything else.", ""] + shifts
-    if not stages and not evals and not shifts:
-        raise InputError("no stage reports, eval/ or token_shift/ results found", cfg.run_root)
+    for experiment in experiments:
+        lines += ["", f"## Experiment {experiment.name}", ""] + _embed(experiment / "report.md",
+                                                                        f"experiments/{experiment.name}")
+    if not stages and not evals and not shifts and not experiments:
+        raise InputError("no stage reports, eval/, token_shift/ or experiments/ results found", cfg.run_root)
     out = root / "report.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"report card: {out} ({len(stages)} stages)")

@@ -1,0 +1,8 @@
+"""`lmforge experiment NAME`: the recipe's claims, re-run at small scale.
+
+Each experiment makes or reads its data, runs the stages it needs several times (seeds),
+and writes `runs/experiments/NAME/report.md` (table, figure, and whether the claim held at
+this scale) and `results.json`. A `--quick` run is a smoke test, not evidence.
+
+    lmforge experiment dedup            # Lee et al. 2022: deduplicated pretraining data
+"""
