@@ -135,9 +135,11 @@ def _stage_args(stage: str, inputs: dict, run: Path) -> list[str]:
                 "--loop.progress", "false"]
 
 
-@pytest.mark.parametrize("stage", ["sft", "dpo"])
+@pytest.mark.parametrize("stage", ["sft", "sft+activation_checkpointing", "dpo"])
 def test_fsdp_trains_as_ddp_does(stage, chat_model_dir, chat_file, tiny_model_dir, tmp_path):  # noqa: F811
-    """The same two ranks, the same data split: sharded or replicated, the same model."""
+    """The same two ranks, the same data split: sharded or replicated, the same model
+    (with each layer recomputed in backward too: FSDP2 gathers its weights again for that)."""
+    stage, _, extra = stage.partition("+")
     (tmp_path / "pairs.jsonl").write_text("".join(open(PAIRS).readlines()[:32]))
     (tmp_path / "held.jsonl").write_text("".join(open(TEST_PAIRS).readlines()[:8]))
     inputs = {"chat_model": chat_model_dir, "chat_file": chat_file, "tiny": tiny_model_dir,
@@ -145,8 +147,8 @@ def test_fsdp_trains_as_ddp_does(stage, chat_model_dir, chat_file, tiny_model_di
     runs = {}
     for port, parallel in ((29525, "ddp"), (29526, "fsdp")):
         runs[parallel] = tmp_path / parallel
-        mp.spawn(_lmforge, args=(2, _stage_args(stage, inputs, runs[parallel]) + ["--parallel", parallel], port),
-                 nprocs=2, join=True)
+        argv = _stage_args(stage, inputs, runs[parallel]) + ["--parallel", parallel]
+        mp.spawn(_lmforge, args=(2, argv + ([f"--{extra}", "true"] if extra else []), port), nprocs=2, join=True)
     ddp, fsdp = (load_file(str(runs[p] / "model" / "model.safetensors")) for p in ("ddp", "fsdp"))
     start = load_file(str(Path(inputs["chat_model" if stage == "sft" else "tiny"]) / "model.safetensors"))
     assert ddp.keys() == fsdp.keys()
