@@ -125,17 +125,26 @@ def test_pretrain_fsdp_resumes_exactly_from_its_sharded_checkpoint(shards, tmp_p
     assert main(unsharded + ["--resume", "true"]) == 2
 
 
+def length(completion: str, example: dict) -> float:
+    """A reward that varies within a group whatever the model says, so GRPO has gradients."""
+    return min(len(completion), 12) / 12
+
+
 def _stage_args(stage: str, inputs: dict, run: Path) -> list[str]:
     return {
         "sft": ["sft", "--model", str(inputs["chat_model"]), "--data.train", str(inputs["chat_file"]),
                 "--data.batch_size", "4", "--data.seq_len", "64", "--optim.lr", "3e-3", "--eval.sample_tokens", "4"],
         "dpo": ["dpo", "configs/dpo_tiny.yaml", "--model", str(inputs["tiny"]), "--data", str(inputs["pairs"]),
                 "--eval_data", str(inputs["held"]), "--batch_size", "4", "--max_len", "64", "--optim.lr", "3e-3"],
+        "grpo": ["grpo", "configs/grpo_tiny.yaml", "--model", str(inputs["tiny"]), "--task.eval_problems", "4",
+                 "--task.train_problems", "16", "--rewards", "tests.train.test_fsdp:length",
+                 "--rollout.prompts_per_batch", "2", "--rollout.group_size", "4", "--rollout.max_new_tokens", "6",
+                 "--loop.eval_every_steps", "100", "--optim.lr", "1e-3", "--kl_coef", "0"],
     }[stage] + ["--run_dir", str(run), "--loop.max_steps", "3", "--device", "cpu", "--tensorboard", "false",
                 "--loop.progress", "false"]
 
 
-@pytest.mark.parametrize("stage", ["sft", "sft+activation_checkpointing", "dpo"])
+@pytest.mark.parametrize("stage", ["sft", "sft+activation_checkpointing", "dpo", "grpo"])
 def test_fsdp_trains_as_ddp_does(stage, chat_model_dir, chat_file, tiny_model_dir, tmp_path):  # noqa: F811
     """The same two ranks, the same data split: sharded or replicated, the same model
     (with each layer recomputed in backward too: FSDP2 gathers its weights again for that)."""
@@ -151,6 +160,10 @@ def test_fsdp_trains_as_ddp_does(stage, chat_model_dir, chat_file, tiny_model_di
         mp.spawn(_lmforge, args=(2, argv + ([f"--{extra}", "true"] if extra else []), port), nprocs=2, join=True)
     ddp, fsdp = (load_file(str(runs[p] / "model" / "model.safetensors")) for p in ("ddp", "fsdp"))
     start = load_file(str(Path(inputs["chat_model" if stage == "sft" else "tiny"]) / "model.safetensors"))
+    if stage == "grpo":  # rollouts sampled under FSDP2 (ranks decoding in lockstep) are DDP's
+        logged = [[(r["step"], r["train/reward_mean"]) for r in read_metrics(runs[p] / "metrics.jsonl")
+                   if "train/reward_mean" in r] for p in ("ddp", "fsdp")]
+        assert logged[0] == logged[1] and len(logged[0]) == 3
     assert ddp.keys() == fsdp.keys()
     for k in ddp:
         torch.testing.assert_close(fsdp[k], ddp[k], atol=2e-5, rtol=1e-4, msg=k)

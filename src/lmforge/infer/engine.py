@@ -146,6 +146,7 @@ def generate(model: Transformer | PromptTuned, prompts: list[list[int]], max_new
     graphed = compile and device.type == "cuda"
     # Whether every row is done costs a host sync: on a GPU ask every 8 steps, not every step.
     check_every = 8 if device.type == "cuda" else 1
+    lockstep = _sharded(model)
 
     stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     out, out_logprobs = [], []
@@ -164,7 +165,7 @@ def generate(model: Transformer | PromptTuned, prompts: list[list[int]], max_new
         is_stop = torch.isin(token, stop) & ~done
         hit_stop |= is_stop
         done |= is_stop
-        if t == new_slots - 1 or (t % check_every == check_every - 1 and bool(done.all())):
+        if t == new_slots - 1 or (t % check_every == check_every - 1 and _all_done(done, lockstep)):
             break
         key_valid[:, cache.length] = True
         inputs = (token[:, None], next_pos, slots[cache.length:cache.length + 1], key_valid[:, None, None, :])
@@ -230,6 +231,25 @@ class CUDAGraphStep:
             buffer.copy_(x)
         self.graph.replay()
         return self.logits
+
+
+def _sharded(model) -> bool:
+    """An FSDP2-sharded model runs a forward only with every rank: decoding in lockstep."""
+    if not torch.distributed.is_initialized():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def _all_done(done: torch.Tensor, lockstep: bool) -> bool:
+    """Every row stopped; in lockstep, on every rank (a rank whose rows all stopped keeps
+    stepping with the others, since each step gathers the sharded weights from all ranks)."""
+    if not lockstep:
+        return bool(done.all())
+    flag = done.all().to(torch.int32)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag)
 
 
 def _lengths(out: torch.Tensor, hit_stop: torch.Tensor, stop: torch.Tensor) -> list[int]:

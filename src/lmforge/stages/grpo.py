@@ -32,7 +32,7 @@ from lmforge.train.loop import LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.grpo import grpo_objective
 from lmforge.train.optim import OptimConfig, build_optimizer
-from lmforge.train.parallel import wrap_model
+from lmforge.train.parallel import Parallel, check_parallel, wrap_model
 from lmforge.train.rollout import RolloutConfig, RolloutSource
 
 
@@ -68,6 +68,10 @@ class GRPOConfig(RunOptions):
                                                                    schedule="constant"))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=100, log_every_steps=1,
                                                                 eval_every_steps=50))
+    parallel: Parallel = "ddp"  # with several processes (torchrun): ddp (whole replicas) | fsdp (FSDP2 shards)
+
+    def __post_init__(self):
+        check_parallel(self)
 
 
 def grpo(cfg: GRPOConfig):
@@ -102,10 +106,11 @@ def grpo(cfg: GRPOConfig):
                            seed=cfg.seed, rank=rt.rank, world_size=rt.world_size)
     objective = grpo_objective(cfg.clip_eps, cfg.clip_eps_high or None, cfg.kl_coef, cfg.loss_norm)
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
+    train_model = wrap_model(model, rt, cfg.compile, cfg.parallel)  # before the optimizer: FSDP2 shards in place
     optimizer = build_optimizer(model, cfg.optim, rt.device, model.config.hidden_size)
     # loop.grad_accum_steps counts rollouts per optimizer step; each is served in micro-batches.
     loop = replace(cfg.loop, grad_accum_steps=cfg.loop.grad_accum_steps * source.micro_batches_per_rollout)
-    result = train(wrap_model(model, rt, cfg.compile), objective, source, optimizer,
+    result = train(train_model, objective, source, optimizer,
                    loop=loop, optim=cfg.optim, runtime=rt, log=log,
                    checkpoint=policy_checkpointing(model, tok, run_dir / "model", cfg.peft, cfg.model),
                    evaluators=([Periodic(cfg.loop.eval_every_steps, evaluate)]
