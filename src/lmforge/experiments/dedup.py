@@ -24,22 +24,23 @@ from __future__ import annotations
 
 import json
 import random
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from lmforge.config import from_dict, require
 from lmforge.data.documents import ReadStats, read_documents
+from lmforge.eval.accuracy import mean, stderr
 from lmforge.model.hub import load_model
 from lmforge.report import plot_series, write_report
 from lmforge.stages.curate import CurateConfig, FiltersConfig, curate
 from lmforge.stages.pretrain import PretrainConfig, pretrain
 from lmforge.stages.tokenize import TokenizeConfig, is_validation, tokenize
 from lmforge.stages.tokenizer import TokenizerTrainConfig, train_tokenizer
+from lmforge.synth.stage import write_jsonl
 from lmforge.tokenizer import Tokenizer
+from lmforge.train.head_loss import model_cross_entropy
 from lmforge.train.metrics import read_metrics
 
 CONDITIONS = ("with duplicates", "deduplicated")
@@ -77,8 +78,8 @@ def run_dedup(cfg: DedupExperimentConfig) -> dict:
     planted = train[:cfg.planted]
     copies = [_copy(p, j) for p in planted for j in range(cfg.copies)]
     corpus = sorted(train + held + copies, key=lambda d: random.Random(d["id"]).random())
-    _write_jsonl(data / "with_duplicates.jsonl", corpus)
-    _write_jsonl(data / "clean_train.jsonl", train)
+    write_jsonl(data / "with_duplicates.jsonl", corpus)
+    write_jsonl(data / "clean_train.jsonl", train)
 
     train_tokenizer(TokenizerTrainConfig(input=[str(data / "clean_train.jsonl")], output=str(data / "tokenizer"),
                                          vocab_size=cfg.vocab_size))
@@ -155,13 +156,12 @@ def _mean_loss(model, tok, texts: list[str], seq_len: int) -> float:
     losses = []
     for text in texts:
         ids = torch.tensor([[start, *tok.encode(text)][:seq_len + 1]])
-        losses.append(F.cross_entropy(model(ids[:, :-1])[0], ids[0, 1:]).item())
-    return statistics.fmean(losses)
+        losses.append(model_cross_entropy(model, ids[:, :-1], ids[:, 1:]).item())
+    return mean(losses)
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan"))
+    return mean(values), stderr(values)  # stderr: nan for one seed
 
 
 def _summarise(cfg, runs: dict, curated: dict, n_train: int, n_held: int, n_copies: int) -> dict:
@@ -212,13 +212,9 @@ def _write_report(out: Path, cfg, results: dict, runs: dict) -> None:
     curves = {}
     for c in CONDITIONS:
         steps = [s for s, _ in runs[c][0]["val_curve"]]
-        curves[c] = (steps, [statistics.fmean(r["val_curve"][i][1] for r in runs[c]) for i in range(len(steps))])
+        curves[c] = (steps, [mean([r["val_curve"][i][1] for r in runs[c]]) for i in range(len(steps))])
     write_report(out, "Experiment: deduplicated pretraining data", lines,
                  {"validation_loss.png": plot_series(curves, "step", "validation-split loss (mean over seeds)")})
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
 def _slug(condition: str) -> str:

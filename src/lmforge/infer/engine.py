@@ -20,6 +20,7 @@ import torch
 
 from lmforge.model.peft import PromptTuned, split_virtual_tokens
 from lmforge.model.transformer import KVCache, Transformer
+from lmforge.train.parallel import is_sharded
 
 
 @dataclass
@@ -146,7 +147,7 @@ def generate(model: Transformer | PromptTuned, prompts: list[list[int]], max_new
     graphed = compile and device.type == "cuda"
     # Whether every row is done costs a host sync: on a GPU ask every 8 steps, not every step.
     check_every = 8 if device.type == "cuda" else 1
-    lockstep = _sharded(model)
+    lockstep = is_sharded(model)  # an FSDP2 forward needs every rank: decode in lockstep
 
     stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     out, out_logprobs = [], []
@@ -231,15 +232,6 @@ class CUDAGraphStep:
             buffer.copy_(x)
         self.graph.replay()
         return self.logits
-
-
-def _sharded(model) -> bool:
-    """An FSDP2-sharded model runs a forward only with every rank: decoding in lockstep."""
-    if not torch.distributed.is_initialized():
-        return False
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
 
 
 def _all_done(done: torch.Tensor, lockstep: bool) -> bool:
