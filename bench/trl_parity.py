@@ -247,13 +247,13 @@ def make_reward_models(model_dir: Path, work_dir: Path, seed: int = 0) -> dict:
 
 @torch.no_grad()
 def lmforge_rm_losses(rm, pairs) -> dict:
-    from lmforge.data.preference import collate_whole
-    from lmforge.train.objectives.reward import reward_objective
+    from lmforge.data.preference import collate_shared_prompt
+    from lmforge.train.objectives.reward import pair_scores, reward_objective
 
-    batch = collate_whole(pairs, pad_id=rm.pad_id)
+    batch = collate_shared_prompt(pairs, pad_id=rm.pad_id)  # the prompt once per pair; TRL's rows repeat it
     return {"reward_bt": float(reward_objective()(rm, batch)[0]),
             "reward_bt_margin": float(reward_objective(margin=HYPER["rm_margin"])(rm, batch)[0]),
-            "reward_scores": rm(torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]]))[:, 0]}
+            "reward_scores": torch.cat(pair_scores(rm, batch))[:, 0]}
 
 
 @torch.no_grad()

@@ -81,7 +81,7 @@ class StepClock:
 
 def build_lmforge(task: str, args, pairs: list[dict]):
     """(run, clock): `run()` trains warmup + steps optimizer steps as the stages do."""
-    from lmforge.data.preference import PreferenceBatches, RenderedPair, collate_pairs, collate_whole
+    from lmforge.data.preference import PreferenceBatches, RenderedPair, collate_pairs, collate_shared_prompt
     from lmforge.model.peft import LoRAConfig
     from lmforge.model.reward import RewardModel
     from lmforge.runtime import Runtime
@@ -105,7 +105,7 @@ def build_lmforge(task: str, args, pairs: list[dict]):
     else:
         torch.manual_seed(args.seed)
         model = RewardModel(model, heads=1, pad_id=pad_id)
-        objective, collate = reward_objective(), collate_whole
+        objective, collate = reward_objective(), collate_shared_prompt
     batches = PreferenceBatches(rendered, args.pairs, pad_id, args.seed, collate=collate)
     optim = OptimConfig(lr=args.lr, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8, grad_clip=1.0,
                         schedule="constant", warmup_steps=0)

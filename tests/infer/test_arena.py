@@ -30,3 +30,53 @@ def test_bradley_terry_orders_models_and_intervals_cover_the_score(tmp_path):
     board = arena.leaderboard(resamples=50)
     assert [row["model"] for row in board] == ["strong", "mid", "weak"]
     assert all(row["low"] <= row["score"] <= row["high"] for row in board)
+
+
+_VOTER = """
+import sys
+from lmforge.infer.arena import Arena
+arena, start = Arena(sys.argv[1]), int(sys.argv[2])
+for i in range(start, start + 10_000):
+    # Long answers: each line takes many write calls, so a kill can land inside one.
+    arena.vote([{"role": "user", "content": f"q{i}"}], {"model": "x", "content": f"{i} " + "a" * 300_000},
+               {"model": "y", "content": f"{i} " + "b" * 300_000}, "a")
+    print(i, flush=True)  # acknowledged: the line is on disk
+"""
+
+
+def test_votes_survive_kill_9_mid_write_and_voting_resumes(tmp_path):
+    """A voter killed at random points (mid-line, often) loses no acknowledged vote, and the
+    next process appends cleanly after the torn line instead of gluing a vote onto it."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "voter.py"
+    script.write_text(_VOTER)
+    acknowledged, rng = [], random.Random(0)
+    for start in range(0, 40_000, 10_000):  # each process its own vote ids
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "arena"), str(start)],
+                                stdout=subprocess.PIPE, text=True)
+        first = proc.stdout.readline()  # it is voting
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        rest = proc.communicate()[0]
+        acknowledged += [int(x) for x in (first + rest).splitlines() if x.isdigit()]
+    Arena(tmp_path / "arena")  # a restarted server cuts a torn last line
+    pairs = read_preferences(tmp_path / "arena" / "pairs.jsonl")  # every line parses
+    on_disk = [int(p.chosen["content"].split()[0]) for p in pairs]
+    assert set(acknowledged) <= set(on_disk) and len(on_disk) == len(set(on_disk))
+
+
+def test_a_torn_last_line_is_cut_before_the_next_vote(tmp_path, capsys):
+    arena = Arena(tmp_path)
+    prompt = [{"role": "user", "content": "Hi"}]
+    arena.vote(prompt, {"model": "x", "content": "Hello!"}, {"model": "y", "content": "Go."}, "a")
+    with open(tmp_path / "pairs.jsonl", "a") as f:
+        f.write('{"messages": [{"role": "user", "content": "cut he')  # a crash mid-write
+    arena = Arena(tmp_path)
+    assert "dropped a half-written last line" in capsys.readouterr().out
+    arena.vote(prompt, {"model": "x", "content": "Hey"}, {"model": "y", "content": "No."}, "a")
+    assert [p.chosen["content"] for p in read_preferences(tmp_path / "pairs.jsonl")] == ["Hello!", "Hey"]

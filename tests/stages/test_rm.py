@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from lmforge.cli import main
-from lmforge.data.preference import collate_whole, read_preferences, render_pairs
+from lmforge.data.preference import RenderedPair, collate_shared_prompt, read_preferences, render_pairs
 from lmforge.model.reward import RewardModel, last_token_index, load_reward_model, save_reward_model
 from lmforge.model.transformer import Transformer
 from lmforge.tokenizer import Tokenizer
-from lmforge.train.objectives.reward import bootstrap_masks, bradley_terry_loss
+from lmforge.train.objectives.reward import bootstrap_masks, bradley_terry_loss, pair_scores
 from tests.conftest import tiny_config
 from tests.stages.test_dpo_grpo import PAIRS, TEST_PAIRS, tiny_model_dir  # noqa: F401 (fixture)
 
@@ -91,9 +91,21 @@ def test_bad_pair_names_file_and_line(tiny_model_dir, tmp_path, capsys):
     assert "bad.jsonl:2: missing field 'rejected'" in err
 
 
-def test_collate_whole_keeps_the_last_token(tiny_model_dir):
+def test_shared_prompt_rows_score_as_separate_sequences(tiny_model_dir):
+    """One row per pair (prompt once, each answer attending to it and itself) gives the scores
+    of the two whole sequences scored apart, including a side that is a prefix of the other
+    and a side that ends in pad tokens (read where transformers reads: the last non-pad)."""
     tok = Tokenizer.from_dir(tiny_model_dir)
-    pairs = render_pairs(tok, read_preferences(PAIRS)[:4], 64)
-    batch = collate_whole(pairs, tok.pad_id)
-    last = last_token_index(batch["chosen_input_ids"], tok.pad_id)
-    assert all(batch["chosen_input_ids"][i, last[i]] == p.chosen_ids[-1] for i, p in enumerate(pairs))
+    pairs, pad = render_pairs(tok, read_preferences(PAIRS)[:5], 64), tok.pad_id or 0
+    p = pairs[0]
+    pairs += [RenderedPair(p.chosen_ids, p.chosen_mask, p.chosen_ids + [7, 8], p.chosen_mask + [True, True]),
+              RenderedPair(p.chosen_ids + [pad] * 2, p.chosen_mask + [True] * 2, p.rejected_ids, p.rejected_mask)]
+    torch.manual_seed(0)
+    rm = RewardModel(Transformer(tiny_config(vocab_size=tok.vocab_size)), heads=3, pad_id=pad).eval()
+    batch = collate_shared_prompt(pairs, pad)
+    assert batch["input_ids"].shape[1] < max(len(q.chosen_ids) + len(q.rejected_ids) for q in pairs)
+    chosen, rejected = pair_scores(rm, batch)
+    for i, q in enumerate(pairs):
+        for side, scores in ((q.chosen_ids, chosen), (q.rejected_ids, rejected)):
+            alone = rm(torch.tensor([side]))[0]
+            torch.testing.assert_close(scores[i], alone, atol=1e-5, rtol=1e-5)

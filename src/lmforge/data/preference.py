@@ -158,8 +158,6 @@ def hold_out(records: list[Record], eval_records: list[Record] | None, eval_perc
 def render_pairs(tok, pairs: list[PreferencePair], max_len: int = 512) -> list[RenderedPair]:
     """Render both sides with the chat template; cut at max_len tokens. A pair whose
     response is cut away entirely is dropped (reported)."""
-    from lmforge.tokenizer.chat import render_with_mask
-
     rendered, dropped = [], 0
     for pair in pairs:
         chosen, rejected = (render_response(tok, pair.prompt, r, max_len) for r in (pair.chosen, pair.rejected))
@@ -205,18 +203,40 @@ def shifted_batch(seqs: list[list[int]], masks: list[list[bool]], pad_id: int,
     return ids, labels
 
 
-def collate_whole(pairs: list[RenderedPair], pad_id: int) -> dict:
-    """Both sides as whole sequences (the last token included), right-padded with pad_id to
-    one length: what a reward model scores at each row's last non-pad token."""
-    T = max(max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
-    batch = {}
-    for side in ("chosen", "rejected"):
-        ids = torch.full((len(pairs), T), pad_id, dtype=torch.long)
-        for i, p in enumerate(pairs):
-            seq = getattr(p, f"{side}_ids")
-            ids[i, :len(seq)] = torch.tensor(seq)
-        batch[f"{side}_input_ids"] = ids
+def collate_shared_prompt(pairs: list[RenderedPair], pad_id: int) -> dict:
+    """One row per pair for a reward model: the tokens both sides share (the prompt, and any
+    common start of the answers), then the chosen side's own tokens, then the rejected side's;
+    `segments` (0 shared, 1 chosen, 2 rejected, -1 padding) make each side attend to the
+    shared part and itself only (`shared_prefix_attention`) and `positions` restart after the
+    shared part, so each side is computed as if alone and the shared part once. `score_index`
+    (B, 2) is where each side is scored: its rightmost token that is not pad_id, the rule
+    transformers' sequence classifiers apply to the side as a whole sequence."""
+    rows = []
+    for p in pairs:
+        c, r = p.chosen_ids, p.rejected_ids
+        shared = 0
+        # Each side keeps at least one token of its own after the shared part.
+        while shared < min(len(c), len(r)) - 1 and c[shared] == r[shared]:
+            shared += 1
+        ids = c[:shared] + c[shared:] + r[shared:]
+        segments = [0] * shared + [1] * (len(c) - shared) + [2] * (len(r) - shared)
+        positions = list(range(len(c))) + list(range(shared, len(r)))
+        index = [_last_not_pad(c, pad_id), _last_not_pad(r, pad_id)]
+        index[1] += len(c) - shared if index[1] >= shared else 0  # the rejected side's own tokens follow the chosen's
+        rows.append((ids, segments, positions, index))
+    T = max(len(ids) for ids, *_ in rows)
+    batch = {"input_ids": torch.full((len(rows), T), pad_id, dtype=torch.long),
+             "segments": torch.full((len(rows), T), -1, dtype=torch.long),
+             "positions": torch.zeros((len(rows), T), dtype=torch.long),
+             "score_index": torch.tensor([index for *_, index in rows])}
+    for i, (ids, segments, positions, _) in enumerate(rows):
+        for key, values in (("input_ids", ids), ("segments", segments), ("positions", positions)):
+            batch[key][i, :len(values)] = torch.tensor(values)
     return batch
+
+
+def _last_not_pad(ids: list[int], pad_id: int) -> int:
+    return max((i for i, t in enumerate(ids) if t != pad_id), default=0)
 
 
 class PreferenceBatches:

@@ -45,6 +45,7 @@ import torch
 
 from lmforge.eval.accuracy import mean, stderr
 from lmforge.train.head_loss import LOGITS_PER_CHUNK, head_weight
+from lmforge.train.objectives.lm import shared_prefix_attention
 
 
 @dataclass
@@ -129,10 +130,7 @@ def collate(packed: list[Packed], device) -> tuple[torch.Tensor, torch.Tensor, t
         n = len(p.ids)
         ids[b, :n], positions[b, :n], segments[b, :n] = (
             torch.tensor(p.ids), torch.tensor(p.positions), torch.tensor(p.segments))
-    causal = torch.ones((T, T), dtype=torch.bool).tril()
-    key_segment, query_segment = segments[:, None, :], segments[:, :, None]
-    mask = causal & ((key_segment == 0) | (key_segment == query_segment))
-    return ids.to(device), positions.to(device), mask[:, None].to(device)
+    return ids.to(device), positions.to(device), shared_prefix_attention(segments).to(device)
 
 
 def choice_logliks(model, packed: list[Packed], device) -> list[list[float]]:

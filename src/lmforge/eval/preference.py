@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from lmforge.data.preference import RenderedPair, collate_pairs, collate_whole
+from lmforge.data.preference import RenderedPair, collate_pairs, collate_shared_prompt
 from lmforge.train.logprobs import label_mask, masked_mean, policy_logprobs
-from lmforge.train.objectives.reward import preference_metrics
+from lmforge.train.objectives.reward import pair_scores, preference_metrics
 
 
 def _chunks(pairs: list[RenderedPair], batch_size: int):
@@ -50,11 +50,9 @@ def reward_model_preference(rm, pairs: list[RenderedPair], pad_id: int, batch_si
     rm.eval()
     chosen, rejected = [], []
     for chunk in _chunks(pairs, batch_size):
-        batch = collate_whole(chunk, pad_id)
-        scores = rm(torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]]).to(device)).cpu()
-        c, r = scores.split(len(chunk))
-        chosen.append(c)
-        rejected.append(r)
+        c, r = pair_scores(rm, {k: v.to(device) for k, v in collate_shared_prompt(chunk, pad_id).items()})
+        chosen.append(c.cpu())
+        rejected.append(r.cpu())
     rm.train(was_training)
     metrics = preference_metrics(torch.cat(chosen), torch.cat(rejected))
     return {**{k: float(metrics[k]) for k in ("accuracy", "margin", "spread")}, "pairs": len(pairs)}

@@ -33,6 +33,8 @@ class Arena:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pairs, self.ties = self.dir / "pairs.jsonl", self.dir / "ties.jsonl"
         self._lock = threading.Lock()
+        for path in (self.pairs, self.ties):
+            _drop_torn_tail(path)
 
     def vote(self, messages: list[dict], a: dict, b: dict, winner: str) -> dict:
         """Append one vote; return the record written."""
@@ -107,6 +109,23 @@ def bradley_terry(votes: list[tuple[str, str, float]], iterations: int = 200,
         mean_log = sum(math.log(max(v, 1e-12)) for v in new.values()) / len(new)
         strength = {m: v / math.exp(mean_log) for m, v in new.items()}
     return {m: 1000 + 400 * math.log10(max(s, 1e-12)) for m, s in strength.items()}
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line that a crash left half-written. It was never acknowledged (a vote is
+    acknowledged after its whole line is fsynced), and the next vote appended to it would
+    be glued onto it and lost, and `lmforge dpo` would stop at the broken line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    print(f"arena: {path}: dropped a half-written last line ({len(data) - keep} bytes, never acknowledged)")
 
 
 def _read(path: Path) -> list[dict]:

@@ -51,11 +51,16 @@ class RewardModel(nn.Module):
         """(B, T) -> (B, T, heads) in fp32: the score after every prefix (a critic's values)."""
         return self.score(self.trunk(input_ids, return_hidden=True)).float()
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) right-padded ids -> (B, heads) scores at each row's last non-pad token."""
-        hidden = self.trunk(input_ids, return_hidden=True)
-        last = last_token_index(input_ids, self.pad_id)
-        return self.score(hidden[torch.arange(len(input_ids), device=hidden.device), last]).float()
+    def forward(self, input_ids: torch.Tensor, score_index: torch.Tensor | None = None,
+                **model_kwargs) -> torch.Tensor:
+        """(B, T) right-padded ids -> (B, heads) scores at each row's last non-pad token; or,
+        given score_index (B, k), (B, k, heads) scores at those positions (several sequences
+        packed in a row: model_kwargs carry its positions and attn_mask to the trunk)."""
+        hidden = self.trunk(input_ids, return_hidden=True, **model_kwargs)
+        rows = torch.arange(len(input_ids), device=hidden.device)
+        if score_index is None:
+            return self.score(hidden[rows, last_token_index(input_ids, self.pad_id)]).float()
+        return self.score(hidden[rows[:, None], score_index.to(hidden.device)]).float()
 
 
 def last_token_index(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from typing import Literal, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmforge.data.preference import (PreferenceBatches, RenderedPair, collate_whole, hold_out_pairs,
+from lmforge.data.preference import (PreferenceBatches, RenderedPair, collate_shared_prompt, hold_out_pairs,
                                      read_pair_files, render_pairs)
 from lmforge.eval.preference import likelihood_preference, reward_model_preference
 from lmforge.model.hub import read_safetensors
@@ -108,7 +108,7 @@ def fit_reward_model(rm: RewardModel, pairs: list[RenderedPair], batch_size: int
                      resume: bool = False) -> TrainResult:
     """Bradley–Terry training of `rm` on rendered pairs through the one loop, each head on its
     own bootstrap of the pairs (`lmforge rm`, and `lmforge label` refitting as labels arrive)."""
-    batches = PreferenceBatches(pairs, batch_size, rm.pad_id, seed, rt.rank, rt.world_size, collate=collate_whole)
+    batches = PreferenceBatches(pairs, batch_size, rm.pad_id, seed, rt.rank, rt.world_size, collate=collate_shared_prompt)
     objective = reward_objective(margin, bootstrap_masks(len(pairs), rm.heads, seed))
     optimizer = build_optimizer(rm, optim, rt.device, rm.config.hidden_size)
     return train(wrap_model(rm, rt, compile), objective, batches, optimizer, loop=loop, optim=optim, runtime=rt,

@@ -14,7 +14,7 @@ import torch
 
 from lmforge.train.head_loss import IGNORE_INDEX, model_cross_entropy
 
-__all__ = ["IGNORE_INDEX", "lm_objective", "segment_attention"]
+__all__ = ["IGNORE_INDEX", "lm_objective", "segment_attention", "shared_prefix_attention"]
 
 
 def lm_objective(model, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -35,3 +35,16 @@ def segment_attention(segments: torch.Tensor) -> dict:
     is_start[:, 1:] = segments[:, 1:] != segments[:, :-1]
     start = torch.cummax(torch.where(is_start, idx, 0), dim=1).values
     return {"attn_mask": mask[:, None], "positions": idx - start}
+
+
+def shared_prefix_attention(segments: torch.Tensor) -> torch.Tensor:
+    """segments (B, T): 0 = a prefix the row's continuations share, i > 0 = continuation i,
+    -1 = padding -> the model's `attn_mask` (B, 1, T, T): causal, and a continuation's tokens
+    see the prefix and their own continuation only. With each continuation's positions
+    starting where the prefix ends, every continuation is computed exactly as if it followed
+    the prefix alone, the prefix once. A padding query still sees the prefix, so no softmax
+    row is empty."""
+    T = segments.shape[1]
+    causal = torch.ones((T, T), dtype=torch.bool, device=segments.device).tril()
+    keys, queries = segments[:, None, :], segments[:, :, None]
+    return (causal & ((keys == 0) | (keys == queries)))[:, None]

@@ -1,10 +1,10 @@
 """Reward modelling with the Bradley–Terry loss (Ouyang et al. 2022, InstructGPT §3.5).
 
     rm = RewardModel(trunk, heads=k, pad_id=tok.pad_id)          # model/reward.py
-    train(rm, reward_objective(margin=0.0, bootstrap=masks), PreferenceBatches(..., collate=collate_whole), ...)
+    train(rm, reward_objective(margin=0.0, bootstrap=masks), PreferenceBatches(..., collate=collate_shared_prompt), ...)
 
-A batch holds `chosen_input_ids` and `rejected_input_ids` (whole sequences, right-padded
-to one length) and `pair_index` (which pairs they are). The model gives a score per head;
+A batch (`collate_shared_prompt`) holds one row per pair, the prompt once and each answer
+after it, and `pair_index` (which pairs they are). The model gives a score per head;
 each head is trained on -log σ(r_chosen - r_rejected - margin) (the margin as in Llama 2,
 §3.2.2; 0 = plain Bradley–Terry, which is TRL's RewardTrainer loss). With k > 1 heads and a
 bootstrap mask (pairs × heads, 0/1) each head learns from its own resample of the pairs, so
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from lmforge.train.objectives.lm import shared_prefix_attention
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
@@ -51,9 +53,7 @@ def reward_objective(margin: float = 0.0, bootstrap: torch.Tensor | None = None)
     head's loss per pair (None: every head sees every pair)."""
 
     def objective(model, batch: dict) -> tuple[torch.Tensor, dict]:
-        B = batch["chosen_input_ids"].shape[0]
-        scores = model(torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]]))
-        chosen, rejected = scores.split(B)
+        chosen, rejected = pair_scores(model, batch)
         losses = bradley_terry_loss(chosen, rejected, margin)  # (B, heads)
         if bootstrap is not None and "pair_index" in batch:
             weights = bootstrap.to(losses.device)[batch["pair_index"]]
@@ -61,6 +61,14 @@ def reward_objective(margin: float = 0.0, bootstrap: torch.Tensor | None = None)
         else:
             loss = losses.mean()
         metrics = preference_metrics(chosen.detach(), rejected.detach())
-        return loss, {"tokens": torch.tensor(float(batch["chosen_input_ids"].numel() * 2)), **metrics}
+        return loss, {"tokens": (batch["segments"] >= 0).sum(), **metrics}
 
     return objective
+
+
+def pair_scores(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A `collate_shared_prompt` batch -> (chosen, rejected) scores, each (B, heads): one
+    forward over rows that hold the shared prompt once."""
+    scores = model(batch["input_ids"], score_index=batch["score_index"], positions=batch["positions"],
+                   attn_mask=shared_prefix_attention(batch["segments"]))
+    return scores[:, 0], scores[:, 1]
