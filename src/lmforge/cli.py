@@ -59,6 +59,10 @@ STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
                           "label closed-book questions HighlyKnown ... Unknown for a model (Gekhman et al.)"),
     "experiment dedup": ("lmforge.experiments.dedup", "DedupExperimentConfig", "run_dedup", (),
                          "does deduplicated pretraining data give a better model at fixed compute? (Lee et al. 2022)"),
+    "experiment frequency-imprint": ("lmforge.experiments.frequency", "FrequencyExperimentConfig",
+                                     "run_frequency_imprint", (),
+                                     "is a cipher frequent in pretraining decoded better after the same fine-tuning? "
+                                     "(McCoy et al. 2023)"),
     "report": ("lmforge.stages.report", "ReportConfig", "report_card", ("run_root",),
                "one report card for every stage under a run root (reports, eval and token-shift tables)"),
     "lineage": ("lmforge.stages.lineage", "LineageConfig", "lineage", ("run_dir",),

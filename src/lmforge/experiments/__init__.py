@@ -4,5 +4,6 @@ Each experiment makes or reads its data, runs the stages it needs several times 
 and writes `runs/experiments/NAME/report.md` (table, figure, and whether the claim held at
 this scale) and `results.json`. A `--quick` run is a smoke test, not evidence.
 
-    lmforge experiment dedup            # Lee et al. 2022: deduplicated pretraining data
+    lmforge experiment dedup                # Lee et al. 2022: deduplicated pretraining data
+    lmforge experiment frequency-imprint    # McCoy et al. 2023: ROT13 vs ROT8, frequency swapped
 """

@@ -31,7 +31,8 @@ import torch
 
 from lmforge.config import from_dict, require
 from lmforge.data.documents import ReadStats, read_documents
-from lmforge.eval.accuracy import mean, stderr
+from lmforge.eval.accuracy import mean
+from lmforge.experiments.verdict import fmt, mean_se, verdict
 from lmforge.model.hub import load_model
 from lmforge.report import plot_series, write_report
 from lmforge.stages.curate import CurateConfig, FiltersConfig, curate
@@ -160,40 +161,24 @@ def _mean_loss(model, tok, texts: list[str], seq_len: int) -> float:
     return mean(losses)
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    return mean(values), stderr(values)  # stderr: nan for one seed
-
-
 def _summarise(cfg, runs: dict, curated: dict, n_train: int, n_held: int, n_copies: int) -> dict:
     dup, dedup = runs[CONDITIONS[0]], runs[CONDITIONS[1]]
-    val_gain = _mean_se([a["val_loss"] - b["val_loss"] for a, b in zip(dup, dedup)])  # > 0: dedup better
-    memo = _mean_se([b["memorisation_gap"] - a["memorisation_gap"] for a, b in zip(dup, dedup)])  # > 0: less memorised
+    val_gain = mean_se([a["val_loss"] - b["val_loss"] for a, b in zip(dup, dedup)])  # > 0: dedup better
+    memo = mean_se([b["memorisation_gap"] - a["memorisation_gap"] for a, b in zip(dup, dedup)])  # > 0: less memorised
     return {
         "settings": vars(cfg), "passages": {"train": n_train, "held_out": n_held, "planted_copies": n_copies},
         "curate": {k: curated.get(k) for k in ("documents_read", "documents_kept")},
-        "per_condition": {c: {k: _mean_se([r[k] for r in runs[c]]) for k in ("val_loss", "planted_loss", "memorisation_gap")}
+        "per_condition": {c: {k: mean_se([r[k] for r in runs[c]]) for k in ("val_loss", "planted_loss", "memorisation_gap")}
                           for c in CONDITIONS},
         "paired": {"val_loss_dup_minus_dedup": val_gain, "memorisation_gap_dedup_minus_dup": memo},
-        "verdict": {"validation": _verdict(val_gain, "deduplicated data gave a lower validation loss",
+        "verdict": {"validation": verdict(val_gain, "deduplicated data gave a lower validation loss",
                                            "deduplicated data gave a higher validation loss"),
-                    "memorisation": _verdict(memo, "the deduplicated model memorised the planted passages less",
+                    "memorisation": verdict(memo, "the deduplicated model memorised the planted passages less",
                                              "the deduplicated model memorised the planted passages more")},
         "runs": {c: [{k: v for k, v in r.items() if k != "val_curve"} for r in runs[c]] for c in CONDITIONS}}
 
 
-def _verdict(paired: tuple[float, float], better: str, worse: str) -> str:
-    mean, se = paired
-    if se != se:  # one seed: no standard error, no verdict
-        return f"one seed only (difference {mean:+.4f}): no verdict"
-    if mean > 2 * se:
-        return f"{better} (by {mean:.4f} ± {se:.4f}, > 2 SE): reproduced"
-    if mean < -2 * se:
-        return f"{worse} (by {-mean:.4f} ± {se:.4f}): the opposite of the claim"
-    return f"no difference beyond noise ({mean:+.4f} ± {se:.4f}): not reproduced at this scale"
-
-
 def _write_report(out: Path, cfg, results: dict, runs: dict) -> None:
-    fmt = lambda m: f"{m[0]:.4f} ± {m[1]:.4f}" if m[1] == m[1] else f"{m[0]:.4f}"  # noqa: E731 (one seed: no SE)
     per = results["per_condition"]
     lines = [f"Claim (Lee et al. 2022): at the same compute, deduplicated pretraining data gives a better model "
              f"that memorises less. {cfg.seeds} seed(s), depth {cfg.depth}, {cfg.steps} steps × "
