@@ -63,6 +63,10 @@ STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
                                      "run_frequency_imprint", (),
                                      "is a cipher frequent in pretraining decoded better after the same fine-tuning? "
                                      "(McCoy et al. 2023)"),
+    "experiment paraphrase-knowledge": ("lmforge.experiments.paraphrase", "ParaphraseExperimentConfig",
+                                        "run_paraphrase_knowledge", (),
+                                        "are facts read in several wordings extractable by questions, and in one "
+                                        "not? (Allen-Zhu & Li 2023)"),
     "report": ("lmforge.stages.report", "ReportConfig", "report_card", ("run_root",),
                "one report card for every stage under a run root (reports, eval and token-shift tables)"),
     "lineage": ("lmforge.stages.lineage", "LineageConfig", "lineage", ("run_dir",),

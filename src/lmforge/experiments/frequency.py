@@ -33,15 +33,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmforge.config import from_dict, require
+from lmforge.config import require
 from lmforge.data.documents import ReadStats, read_documents
 from lmforge.eval.accuracy import mean
+from lmforge.experiments.runs import first_lines, tokenize_docs, train_small
 from lmforge.experiments.verdict import fmt, mean_se, verdict
-from lmforge.infer.engine import generate
 from lmforge.model.hub import load_model
 from lmforge.report import plot_series, write_report
-from lmforge.stages.pretrain import PretrainConfig, pretrain
-from lmforge.stages.tokenize import TokenizeConfig, tokenize
 from lmforge.stages.tokenizer import TokenizerTrainConfig, train_tokenizer
 from lmforge.synth.stage import write_jsonl
 from lmforge.tokenizer import Tokenizer
@@ -101,19 +99,20 @@ def run_frequency_imprint(cfg: FrequencyExperimentConfig) -> dict:
     shards = {}
     for arm, frequent in ARMS.items():
         counts = {k: cfg.frequent if k == frequent else cfg.rare for k in CIPHERS}
-        shards[arm] = _tokenize(data, _slug(arm), english + _cipher_docs(train, counts, seed=1, tag="pre"))
-    shards["finetune"] = _tokenize(data, "finetune", _cipher_docs(train, dict.fromkeys(CIPHERS, cfg.finetune_lines),
-                                                                  seed=2, tag="ft"))
+        shards[arm] = tokenize_docs(data, _slug(arm), english + _cipher_docs(train, counts, seed=1, tag="pre"))
+    shards["finetune"] = tokenize_docs(data, "finetune", _cipher_docs(
+        train, dict.fromkeys(CIPHERS, cfg.finetune_lines), seed=2, tag="ft"))
 
     tok = Tokenizer.from_dir(data / "tokenizer")
     runs = {arm: [] for arm in ARMS}
     for seed in range(cfg.seeds):
         for arm in ARMS:
             run = out / f"{_slug(arm)}_seed{seed}"
-            _train(cfg, run / "pretrain", shards[arm], seed, cfg.steps)
-            pretrained = _accuracy(run / "pretrain" / "model", tok, held, train[0])
-            _train(cfg, run / "finetune", shards["finetune"], seed, cfg.finetune_steps, init_from=run / "pretrain" / "model")
-            finetuned = _accuracy(run / "finetune" / "model", tok, held, train[0])
+            shape = (cfg.depth, cfg.seq_len, cfg.batch_size, "rot13: u r y y b =")
+            base = train_small(run / "pretrain", shards[arm], seed, cfg.steps, *shape)
+            pretrained = _accuracy(base, tok, held, train[0])
+            tuned = train_small(run / "finetune", shards["finetune"], seed, cfg.finetune_steps, *shape, init_from=base)
+            finetuned = _accuracy(tuned, tok, held, train[0])
             runs[arm].append({"seed": seed, "pretrained": pretrained, "finetuned": finetuned})
             print(f"frequency-imprint {arm} seed {seed}: decode accuracy after pretraining {pretrained}, "
                   f"after fine-tuning {finetuned}")
@@ -153,35 +152,14 @@ def _cipher_docs(words: list[str], counts: dict[int, int], seed: int, tag: str) 
             for i in range(0, len(lines), LINES_PER_DOC)]
 
 
-def _tokenize(data: Path, name: str, docs: list[dict]) -> Path:
-    write_jsonl(data / f"{name}.jsonl", docs)
-    tokenize(TokenizeConfig(input=[str(data / f"{name}.jsonl")], tokenizer=str(data / "tokenizer"),
-                            output=str(data / f"shards_{name}"), val_fraction=max(0.05, 5 / len(docs))))
-    return data / f"shards_{name}"
-
-
-def _train(cfg: FrequencyExperimentConfig, run_dir: Path, shards: Path, seed: int, steps: int,
-           init_from: Path | None = None) -> None:
-    pretrain(from_dict(PretrainConfig, {
-        "run_dir": str(run_dir), "depth": cfg.depth, "seed": seed, "tensorboard": False,
-        "init_from": str(init_from or ""),
-        "data": {"shards": str(shards), "seq_len": cfg.seq_len, "batch_size": cfg.batch_size},
-        "optim": {"warmup_steps": min(20, steps // 5)},
-        "loop": {"max_steps": steps, "log_every_steps": 10, "progress": False},
-        "eval": {"every_steps": steps, "max_batches": 4, "sample_prompts": ["rot13: u r y y b ="], "sample_tokens": 8}}))
-
-
 def _accuracy(model_dir: Path, tok, held: list[str], shot: str) -> dict[str, float]:
     """Greedy decoding of the held-out words after a one-shot example, per cipher: the share
     of words decoded exactly (rotK) and of letters right in place (rotK_letters)."""
     model = load_model(model_dir).eval()
-    start = tok.bos_id if tok.bos_id is not None else tok.eos_id
     out = {}
     for k in CIPHERS:
-        prompts = [[start, *tok.encode(f"{cipher_line(shot, k)}\n{cipher_line(w, k).split(' = ')[0]} =")]
-                   for w in held]
-        completions = generate(model, prompts, max_new_tokens=24, pad_id=tok.pad_id or 0).tokens
-        answers = [tok.decode(c, skip_special=True).split("\n")[0].split() for c in completions]
+        prompts = [f"{cipher_line(shot, k)}\n{cipher_line(w, k).split(' = ')[0]} =" for w in held]
+        answers = [line.split() for line in first_lines(model, tok, prompts, max_new_tokens=24)]
         out[f"rot{k}"] = mean([float(a == list(w)) for a, w in zip(answers, held)])
         out[f"rot{k}_letters"] = mean([sum(x == y for x, y in zip(a, w)) / len(w) for a, w in zip(answers, held)])
     return out

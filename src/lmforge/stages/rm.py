@@ -3,12 +3,13 @@
     lmforge rm configs/rm_tiny.yaml --model runs/demo/sft/model
     lmforge rm --model M --data prefs.jsonl --peft lora --ensemble 4 --freeze_trunk true
 
-config -> trunk (full or LoRA) + score head(s) -> PreferenceBatches of whole sequences ->
-Bradley–Terry objective -> train(). The run directory receives model/ (a transformers
-`LlamaForSequenceClassification` directory: `AutoModelForSequenceClassification` loads it
-and gives the same scores), metrics.jsonl, summary.json and report.md with held-out
-accuracy and margin before and after, next to the baseline a reward model must beat: the
-trunk's own language-model preference (length-normalised likelihood of chosen vs rejected).
+config -> trunk (full or LoRA) + score head(s) -> PreferenceBatches of one row per pair (the
+prompt once, both answers after it) -> Bradley–Terry objective -> train(). The run directory
+receives model/ (a transformers `LlamaForSequenceClassification` directory:
+`AutoModelForSequenceClassification` loads it and gives the same scores), metrics.jsonl,
+summary.json and report.md with held-out accuracy and margin before and after, next to the
+baseline a reward model must beat: the trunk's own language-model preference (length-normalised
+likelihood of chosen vs rejected).
 With `ensemble: k` the k heads share the trunk and each trains on its own bootstrap of the
 pairs; their spread is the reward model's uncertainty (`lmforge label` uses it).
 """

@@ -1,0 +1,41 @@
+"""The runs small experiments are made of: documents -> shards, a short pretraining (from
+scratch or from a model), and greedy answers to text prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmforge.config import from_dict
+from lmforge.infer.engine import generate
+from lmforge.stages.pretrain import PretrainConfig, pretrain
+from lmforge.stages.tokenize import TokenizeConfig, tokenize
+from lmforge.synth.stage import write_jsonl
+
+
+def tokenize_docs(data: Path, name: str, docs: list[dict]) -> Path:
+    """data/NAME.jsonl and its shards data/shards_NAME (at least ~5 documents held out)."""
+    write_jsonl(data / f"{name}.jsonl", docs)
+    tokenize(TokenizeConfig(input=[str(data / f"{name}.jsonl")], tokenizer=str(data / "tokenizer"),
+                            output=str(data / f"shards_{name}"), val_fraction=max(0.05, 5 / len(docs))))
+    return data / f"shards_{name}"
+
+
+def train_small(run_dir: Path, shards: Path, seed: int, steps: int, depth: int, seq_len: int, batch_size: int,
+                sample_prompt: str, init_from: Path | None = None) -> Path:
+    """`lmforge pretrain` for `steps` steps (continuing from init_from when given); returns
+    the model directory."""
+    pretrain(from_dict(PretrainConfig, {
+        "run_dir": str(run_dir), "depth": depth, "seed": seed, "tensorboard": False, "init_from": str(init_from or ""),
+        "data": {"shards": str(shards), "seq_len": seq_len, "batch_size": batch_size},
+        "optim": {"warmup_steps": min(20, steps // 5)},
+        "loop": {"max_steps": steps, "log_every_steps": 10, "progress": False},
+        "eval": {"every_steps": steps, "max_batches": 4, "sample_prompts": [sample_prompt], "sample_tokens": 8}}))
+    return run_dir / "model"
+
+
+def first_lines(model, tok, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy continuation of each text prompt (after BOS), up to its first newline."""
+    start = tok.bos_id if tok.bos_id is not None else tok.eos_id
+    ids = [[start, *tok.encode(p)] for p in prompts]
+    completions = generate(model, ids, max_new_tokens=max_new_tokens, pad_id=tok.pad_id or 0).tokens
+    return [tok.decode(c, skip_special=True).split("\n")[0] for c in completions]
