@@ -1,15 +1,28 @@
 """Exact and MinHash-LSH near-duplicate detection.
 
-    hasher = MinHasher(num_bands=14, rows_per_band=8, ngram_words=5)
-    sig = hasher.signature(text)                    # in workers: (14*8,) uint32
-    index = DedupIndex(num_bands=14)
-    index.add(doc_no, exact_key(text), sig)   # in the driver, in input order
+    hasher = MinHasher(num_bands=37, rows_per_band=3, ngram_words=5)
+    sig, n = hasher.sketch(text)                    # in workers: (111,) uint32, shingle count
+    index = DedupIndex(num_bands=37)
+    index.add(doc_no, exact_key(text), sig, n)      # in the driver, in input order
     ...
-    index.drop_reason(doc_no)                 # after all adds: None = keep
+    index.drop_reason(doc_no)                       # after all adds: None = keep
 
 Signatures are computed in parallel next to extraction; clustering runs in one place so the
-kept document of each cluster (the first in input order) never depends on scheduling.
-FineWeb's settings: word 5-gram shingles, 14 bands x 8 rows (threshold ~0.72).
+kept document of each cluster never depends on scheduling.
+
+The recipe (bench/near_dup_eval.py measures it against FineWeb's plain 14 x 8 LSH):
+- shingles are word 5-grams that never cross a sentence end, so a copy with its
+  sentences reordered has the same shingle set (plain 5-grams: Jaccard ~0.7, half missed);
+- LSH casts a wide net (37 bands x 3 rows: a pair with Jaccard 0.4 collides 91% of the time)
+  and every collision is checked on the full signature: |A & B| follows from the estimated
+  Jaccard and the two shingle counts, and a pair is a duplicate when one document is mostly
+  (>= min_containment) inside the other. That one test covers edited copies, pages with
+  other boilerplate, excerpts (a page holding half of another) and pages that embed another
+  whole; pages that share a template or licence but differ in most of their text stay.
+- when the earlier document is the one contained (an excerpt seen before its full page), the
+  cluster keeps the later, larger one; otherwise the earliest member is kept.
+FineWeb's plain setting (14 x 8, no check) is `DedupIndex(14, min_containment=0)` with
+signatures from `MinHasher(14, 8, sentence_shingles=False)`.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ import xxhash
 
 _NON_WORD = re.compile(r"[^\w\s]+")
 _DIGITS = re.compile(r"\d+")
+_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")  # a closing quote stays with its sentence
 
 
 def normalize_text(text: str) -> str:
@@ -31,6 +45,14 @@ def normalize_text(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
     text = _DIGITS.sub("0", _NON_WORD.sub(" ", text))
     return " ".join(text.split())
+
+
+def sentence_words(text: str) -> list[list[str]]:
+    """normalize_text's words, one list per sentence. Line breaks are not boundaries: a copy
+    re-wrapped by another extractor or site must keep its shingles."""
+    text = _SENTENCE_END.sub("\n", " ".join(unicodedata.normalize("NFKC", text).lower().split()))
+    text = _DIGITS.sub("0", _NON_WORD.sub(" ", text))
+    return [words for line in text.split("\n") if (words := line.split())]
 
 
 def exact_key(text: str) -> bytes:
@@ -41,7 +63,7 @@ class MinHasher:
     """Vectorised MinHash: one numpy (hashes x shingles) pass per document.
 
     Shingle hashes are 32-bit: xxhash of each word, combined as a polynomial over the n words
-    of a shingle. Each of the 112 hash functions is multiply-add-shift,
+    of a shingle. Each hash function is multiply-add-shift,
     h(x) = ((a*x + b) mod 2^64) >> 32 with random 64-bit a, b (Dietzfelbinger 1996: strongly
     universal for 32-bit keys). uint64 arithmetic wraps mod 2^64 for free, so there is no
     modulo: the (a*x + b) mod (2^61 - 1) of datasketch/datatrove made our permutation step 10x
@@ -51,8 +73,9 @@ class MinHasher:
     """
 
     def __init__(self, num_bands: int = 14, rows_per_band: int = 8, ngram_words: int = 5,
-                 seed: int = 1):
+                 seed: int = 1, sentence_shingles: bool = True):
         self.num_bands, self.rows_per_band, self.ngram_words = num_bands, rows_per_band, ngram_words
+        self.sentence_shingles = sentence_shingles  # False: n-grams run across sentences (FineWeb)
         n = num_bands * rows_per_band
         rng = np.random.default_rng(seed)
         self.a = rng.integers(0, 1 << 64, size=n, dtype=np.uint64)
@@ -63,24 +86,44 @@ class MinHasher:
         return self.num_bands * self.rows_per_band
 
     def shingle_hashes(self, text: str) -> np.ndarray:
-        """32-bit hashes (as uint64) of the word n-grams, in text order; repeats are kept."""
-        words = normalize_text(text).split()
+        """32-bit hashes (as uint64) of the word n-grams, in text order; repeats are kept.
+
+        A sentence shorter than n words is one shingle. Each sentence is followed by n-1 empty
+        slots (hash 0), so a window holds words of one sentence only; windows that start on a
+        slot, or run into one after a full-length start, are dropped."""
+        n = self.ngram_words
+        sentences = sentence_words(text) if self.sentence_shingles else [normalize_text(text).split()]
+        words, starts = [], []
+        for sentence in sentences:
+            starts.append(len(words))
+            words += sentence + [""] * (n - 1)
         if not words:
             return np.zeros(1, dtype=np.uint64)
-        word_h = np.fromiter((xxhash.xxh32_intdigest(w.encode()) for w in words), dtype=np.uint64,
-                             count=len(words))
-        n = min(self.ngram_words, len(words))
+        word_h = np.fromiter((xxhash.xxh32_intdigest(w.encode()) if w else 0 for w in words),
+                             dtype=np.uint64, count=len(words))
         count = len(words) - n + 1
         shingle = word_h[:count].copy()
         for k in range(1, n):  # polynomial combine; wraps mod 2^64, then folded to 32 bits
             shingle *= np.uint64(0x100000001B3)
             shingle += word_h[k:count + k]
         shingle ^= shingle >> np.uint64(32)
-        return shingle & np.uint64(0xFFFFFFFF)
+        is_word = np.fromiter((bool(w) for w in words), dtype=bool, count=len(words))
+        is_start = np.zeros(count, dtype=bool)
+        is_start[starts] = True
+        keep = is_word[:count] & (is_word[n - 1:] | is_start)
+        return shingle[keep] & np.uint64(0xFFFFFFFF)
 
     def signature(self, text: str) -> np.ndarray:
-        """(num_hashes,) uint32. Repeated shingles need no np.unique: a minimum ignores them."""
+        """(num_hashes,) uint32."""
+        return self._signature(self.shingle_hashes(text))
+
+    def sketch(self, text: str) -> tuple[np.ndarray, int]:
+        """The signature and the number of distinct shingles (DedupIndex's containment test)."""
         h = self.shingle_hashes(text)
+        return self._signature(h), len(np.unique(h))
+
+    def _signature(self, h: np.ndarray) -> np.ndarray:
+        # repeated shingles need no np.unique: a minimum ignores them
         perm = np.multiply.outer(self.a, h)  # (hashes, shingles): each min runs over one row
         perm += self.b[:, None]
         perm >>= np.uint64(32)
@@ -88,19 +131,30 @@ class MinHasher:
 
 
 class DedupIndex:
-    """Exact-hash table plus LSH band buckets; union-find turns band collisions into clusters."""
+    """Exact-hash table plus LSH band buckets; union-find turns confirmed collisions into clusters.
+
+    A band collision is confirmed on the full signatures: by containment when `add` gets shingle
+    counts (min_containment > 0), else by estimated Jaccard (min_jaccard > 0), else taken as is
+    (plain LSH)."""
 
     def __init__(self, num_bands: int = 14, exact: bool = True, near: bool = True,
-                 min_jaccard: float = 0.0):
+                 min_jaccard: float = 0.0, min_containment: float = 0.75):
         self.num_bands, self.exact, self.near = num_bands, exact, near
-        self.min_jaccard = min_jaccard  # >0: confirm a band collision by estimated Jaccard
+        self.min_jaccard = min_jaccard
+        # 0.75: between planted copies (>= 0.85 of one document inside the other before edits)
+        # and pages sharing a licence or template (<= 0.5); chosen on bench/near_dup_eval.py's
+        # tuning part (0.6-0.7 dropped a licence-sharing page, 0.8+ missed edited excerpts)
+        self.min_containment = min_containment
         self._exact: dict[bytes, int] = {}
         self._buckets: list[dict[bytes, int]] = [{} for _ in range(num_bands)]
         self._parent: dict[int, int] = {}
         self._signatures: dict[int, np.ndarray] = {}
+        self._num_shingles: dict[int, int] = {}
         self._exact_copies: set[int] = set()
+        self._contained: set[int] = set()  # earlier documents found inside a later one
 
-    def add(self, doc_no: int, key: bytes | None, signature: np.ndarray | None) -> None:
+    def add(self, doc_no: int, key: bytes | None, signature: np.ndarray | None,
+            num_shingles: int | None = None) -> None:
         """Register a document (doc_no increasing in input order)."""
         self._parent[doc_no] = doc_no
         if self.exact and key is not None:
@@ -109,24 +163,45 @@ class DedupIndex:
                 self._union(first, doc_no)
                 self._exact_copies.add(doc_no)
                 return  # identical text: its bands would only repeat the first copy's
-        if self.near and signature is not None:
-            if self.min_jaccard > 0:
-                self._signatures[doc_no] = signature
-            for band, chunk in enumerate(signature.reshape(self.num_bands, -1)):
-                other = self._buckets[band].setdefault(chunk.tobytes(), doc_no)
-                if other != doc_no and self._confirm(other, doc_no, signature):
-                    self._union(other, doc_no)
+        if not self.near or signature is None:
+            return
+        if self.min_jaccard > 0 or (self.min_containment > 0 and num_shingles):
+            self._signatures[doc_no] = signature
+            if num_shingles:
+                self._num_shingles[doc_no] = num_shingles
+        checked = set()
+        for band, chunk in enumerate(signature.reshape(self.num_bands, -1)):
+            other = self._buckets[band].setdefault(chunk.tobytes(), doc_no)
+            if other != doc_no and other not in checked:
+                checked.add(other)
+                self._confirm(other, doc_no)
 
     def drop_reason(self, doc_no: int) -> str | None:
-        """After all adds: None for the kept representative (earliest member) of its cluster."""
+        """After all adds: None for the kept representative of its cluster."""
         if self._find(doc_no) == doc_no:
             return None
         return "exact_duplicate" if doc_no in self._exact_copies else "near_duplicate"
 
-    def _confirm(self, other: int, doc_no: int, signature: np.ndarray) -> bool:
-        if self.min_jaccard <= 0:
-            return True
-        return float(np.mean(self._signatures[other] == signature)) >= self.min_jaccard
+    def kept_copy(self, doc_no: int) -> int:
+        """After all adds: the kept document that stands for this one (itself if kept)."""
+        return self._find(doc_no)
+
+    def _confirm(self, other: int, doc_no: int) -> None:
+        if other not in self._signatures or doc_no not in self._signatures:
+            self._union(other, doc_no)  # plain LSH: every collision is a duplicate
+            return
+        jaccard = float(np.mean(self._signatures[other] == self._signatures[doc_no]))
+        n_old, n_new = self._num_shingles.get(other), self._num_shingles.get(doc_no)
+        if not (n_old and n_new and self.min_containment > 0):
+            if jaccard >= self.min_jaccard:
+                self._union(other, doc_no)
+            return
+        shared = jaccard * (n_old + n_new) / (1 + jaccard)  # |A & B| from J, |A|, |B|
+        if shared >= self.min_containment * n_new:  # the new document is mostly in the old
+            self._union(other, doc_no)
+        elif shared >= self.min_containment * n_old:  # the old one is mostly in the new: keep new
+            self._contained.add(other)
+            self._union(other, doc_no)
 
     def _find(self, x: int) -> int:
         while self._parent[x] != x:
@@ -136,8 +211,9 @@ class DedupIndex:
 
     def _union(self, a: int, b: int) -> None:
         ra, rb = self._find(a), self._find(b)
-        if ra != rb:  # the earlier document stays the root: it is the one we keep
-            self._parent[max(ra, rb)] = min(ra, rb)
+        if ra != rb:  # the root is the one we keep: the earliest that is inside no other
+            keep, drop = sorted((ra, rb), key=lambda r: (r in self._contained, r))
+            self._parent[drop] = keep
 
     def clusters(self) -> dict[int, list[int]]:
         """Representative -> members, for clusters with more than one document."""

@@ -34,7 +34,8 @@ def run_pipeline(cfg) -> dict:
     started = time.perf_counter()
     log = ReadLog()
     d = cfg.dedup
-    index = DedupIndex(d.num_bands, exact=d.exact, near=d.near, min_jaccard=d.min_jaccard)
+    index = DedupIndex(d.num_bands, exact=d.exact, near=d.near, min_jaccard=d.min_jaccard,
+                       min_containment=d.min_containment)
     step_stats: dict[str, Counter] = {}
     staging = out / "_staging.jsonl"
     n_staged = 0
@@ -44,8 +45,9 @@ def run_pipeline(cfg) -> dict:
         for result in executor.map(cfg, batched(docs, cfg.batch_docs)):
             for name, counts in result.stats.items():
                 step_stats.setdefault(name, Counter()).update(counts)
-            for record, key, signature in zip(result.records, result.keys, result.signatures):
-                index.add(n_staged, key, signature)
+            for record, key, signature, num_shingles in zip(result.records, result.keys,
+                                                            result.signatures, result.num_shingles):
+                index.add(n_staged, key, signature, num_shingles)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 n_staged += 1
     if not any(n for kind, n in log.counts.items() if not kind.startswith("errors.")):

@@ -1,7 +1,7 @@
 """The per-document work of curation, as run inside a worker: steps built from the config.
 
     worker = CurationWorker(cfg)
-    result = worker.process(batch)   # kept records, exact keys, MinHash signatures, stats
+    result = worker.process(batch)   # kept records, exact keys, MinHash signatures + sizes, stats
 
 Order matters for speed: the URL filter runs before extraction (it needs no text), cheap
 rules before the language model, PII scrubbing last so it touches only kept text.
@@ -40,6 +40,7 @@ class BatchResult:
     records: list[dict] = field(default_factory=list)  # kept documents, in input order
     keys: list[bytes | None] = field(default_factory=list)  # exact-dedup keys
     signatures: list[np.ndarray | None] = field(default_factory=list)  # MinHash signatures
+    num_shingles: list[int | None] = field(default_factory=list)  # distinct shingles per document
     stats: dict[str, Counter] = field(default_factory=dict)  # step name -> counts
 
 
@@ -60,7 +61,9 @@ class CurationWorker:
             else:
                 result.records.append(doc.to_record())
                 result.keys.append(exact_key(doc.text) if self.exact else None)
-                result.signatures.append(self.hasher.signature(doc.text) if self.hasher else None)
+                signature, num_shingles = self.hasher.sketch(doc.text) if self.hasher else (None, None)
+                result.signatures.append(signature)
+                result.num_shingles.append(num_shingles)
         result.stats = {step.name: step.stats for step in self.steps}
         for step in self.steps:  # hand counts back per batch so the driver can sum them
             step.stats = Counter()

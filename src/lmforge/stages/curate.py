@@ -134,11 +134,12 @@ class PIIConfig:
 @dataclass
 class DedupConfig:
     exact: bool = True  # drop documents whose normalised text is identical to an earlier one
-    near: bool = True  # MinHash-LSH near-duplicate removal
-    ngram_words: int = 5  # shingle size in words (FineWeb)
-    num_bands: int = 14  # LSH bands (FineWeb: 14 x 8, threshold ~0.72)
-    rows_per_band: int = 8  # hashes per band
+    near: bool = True  # MinHash-LSH near-duplicate removal, collisions checked by containment
+    ngram_words: int = 5  # shingle size in words, within one sentence (survives sentence shuffles)
+    num_bands: int = 37  # LSH bands (37 x 3: a wide net, threshold ~0.3; FineWeb: 14 x 8, ~0.72)
+    rows_per_band: int = 3  # hashes per band
     min_jaccard: float = 0.0  # >0: confirm band collisions by estimated Jaccard
+    min_containment: float = 0.75  # a collision is a duplicate when one text is this much inside the other (0: plain LSH)
     seed: int = 1  # MinHash permutation seed
 
 
