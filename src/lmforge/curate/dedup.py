@@ -50,9 +50,8 @@ def normalize_text(text: str) -> str:
 def sentence_words(text: str) -> list[list[str]]:
     """normalize_text's words, one list per sentence. Line breaks are not boundaries: a copy
     re-wrapped by another extractor or site must keep its shingles."""
-    text = _SENTENCE_END.sub("\n", " ".join(unicodedata.normalize("NFKC", text).lower().split()))
-    text = _DIGITS.sub("0", _NON_WORD.sub(" ", text))
-    return [words for line in text.split("\n") if (words := line.split())]
+    text = unicodedata.normalize("NFKC", text).lower()  # before the split: NFKC maps some full stops to "."
+    return [words for sentence in _SENTENCE_END.split(text) if (words := normalize_text(sentence).split())]
 
 
 def exact_key(text: str) -> bytes:
