@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -63,7 +64,7 @@ def start_server(model: str, args) -> tuple[subprocess.Popen, str]:
         [sys.executable, "-m", "lmforge.cli", "serve", model, "--port", str(port), "--device", "cpu",
          "--limits.max_running", str(max(args.clients)), "--limits.max_waiting", str(max(args.clients)),
          "--limits.max_prompt_tokens", "192", "--limits.max_tokens", str(args.max_tokens)],
-        env=env, cwd=ROOT)
+        env=env, cwd=ROOT, stdout=sys.stderr)  # stdout carries only the JSON
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -145,7 +146,8 @@ def main() -> None:
     args = parser.parse_args()
     meta = Meta(["torch", "fastapi", "uvicorn"])
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or str(random_model(args.random_depth or 4, Path(tmp) / "model"))
+        with contextlib.redirect_stdout(sys.stderr):  # the tokenizer trainer prints progress
+            model = args.model or str(random_model(args.random_depth or 4, Path(tmp) / "model"))
         proc, url = start_server(model, args)
         try:
             levels = [asyncio.run(level(url, model, n, args.seconds, args.max_tokens)) for n in args.clients]
