@@ -10,6 +10,8 @@ save=N:weights  dies inside the N-th checkpoint save, halfway through the model 
                 temporary directory (no trainer state written yet)
 save=N:rename   dies inside the N-th save between its renames: the previous checkpoint moved
                 aside to `<name>.old`, the new one not yet in place
+unit=N          (curate) dies inside the N-th work unit's commit: its records and signatures
+                renamed into place, its completion marker not yet written
 
 The hooks wrap lmforge's functions from outside; lmforge itself carries no test switches.
 """
@@ -57,6 +59,21 @@ def kill_in_save(n: int, where: str) -> None:
     loop.save_checkpoint = counted
 
 
+def kill_in_unit_commit(n: int) -> None:
+    import lmforge.curate.units as units
+
+    inner, calls = units._write_atomic, [0]
+
+    def counted(path, text):
+        if path.name.endswith(".done.json"):
+            calls[0] += 1
+            if calls[0] == n:
+                die()
+        return inner(path, text)
+
+    units._write_atomic = counted
+
+
 def _truncate_largest_file(directory) -> None:
     largest = max(pathlib.Path(directory).rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else -1)
     with open(largest, "r+b") as f:
@@ -71,6 +88,8 @@ def run(fault: str, argv: list[str], threads: int = 0) -> None:
     kind, _, spec = fault.partition("=")
     if kind == "step":
         kill_at_step(int(spec))
+    elif kind == "unit":
+        kill_in_unit_commit(int(spec))
     else:
         count, _, where = spec.partition(":")
         kill_in_save(int(count), where)

@@ -3,16 +3,18 @@
     stats = run_pipeline(cfg)     # cfg: lmforge.stages.curate.CurateConfig
 
 Reading and dedup run here, in one process, so results are deterministic; the expensive
-per-document work runs in the executor. Kept documents are staged on disk with their
-index, and only written to the output once dedup has seen every document: a document's
-cluster may be decided by one that comes later, and memory holds only signatures.
+per-document work runs in the executor. Inputs are grouped into work units (units.py), each
+committed to OUTPUT/_work with a completion marker, so a killed run started again with the
+same output and config skips the finished units. Documents are written to the output only
+once dedup has seen every unit: a document's cluster may be decided by one that comes
+later, and memory holds only signatures.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -21,6 +23,7 @@ from lmforge.curate.dedup import DedupIndex
 from lmforge.curate.executors import make_executor
 from lmforge.curate.readers import ReadLog, expand_inputs, read_inputs
 from lmforge.curate.report import write_curation_report
+from lmforge.curate.units import WorkDir, plan_units
 from lmforge.curate.writers import ShardWriter
 from lmforge.errors import InputError
 
@@ -32,34 +35,71 @@ def run_pipeline(cfg) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     inputs = expand_inputs(cfg.input)
     started = time.perf_counter()
-    log = ReadLog()
+    units = plan_units(inputs, cfg.unit_mb)
+    work = WorkDir(out / "_work", cfg, units)
+    todo = [u for u in range(len(units)) if not work.done(u)]
+    if len(todo) < len(units):
+        print(f"curate: resuming, {len(units) - len(todo)} of {len(units)} input units already done")
+    _process_units(cfg, work, todo)
+
+    log, step_stats = ReadLog(), {}
+    for u in range(len(units)):
+        counts = work.counts(u)
+        log.counts.update(counts["read"])
+        log.errors += counts["read_errors"]
+        for name, c in counts["steps"].items():
+            step_stats.setdefault(name, Counter()).update(c)
+    if not any(n for kind, n in log.counts.items() if not kind.startswith("errors.")):
+        work.remove()
+        raise InputError("no documents in the inputs (empty files?)", ", ".join(map(str, inputs)))
     d = cfg.dedup
     index = DedupIndex(d.num_bands, exact=d.exact, near=d.near, min_jaccard=d.min_jaccard,
                        min_containment=d.min_containment)
-    step_stats: dict[str, Counter] = {}
-    staging = out / "_staging.jsonl"
-    n_staged = 0
-    with staging.open("w", encoding="utf-8") as f:
-        docs = read_inputs(inputs, log, cfg.on_error, cfg.text_field)
-        executor = make_executor(cfg.executor, cfg.workers)
-        for result in executor.map(cfg, batched(docs, cfg.batch_docs)):
-            for name, counts in result.stats.items():
-                step_stats.setdefault(name, Counter()).update(counts)
-            for record, key, signature, num_shingles in zip(result.records, result.keys,
-                                                            result.signatures, result.num_shingles):
-                index.add(n_staged, key, signature, num_shingles)
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                n_staged += 1
-    if not any(n for kind, n in log.counts.items() if not kind.startswith("errors.")):
-        staging.unlink()
-        raise InputError("no documents in the inputs (empty files?)", ", ".join(map(str, inputs)))
-    step_stats["dedup"], shards = _write_kept(staging, index, out, cfg)
-    staging.unlink()
+    doc_no = 0
+    for u in range(len(units)):
+        for key, signature, num_shingles in work.signatures(u):
+            index.add(doc_no, key, signature, num_shingles)
+            doc_no += 1
+    step_stats["dedup"], shards = _write_kept(work, len(units), index, out, cfg)
     stats = _summary(cfg, inputs, log, step_stats, index, shards, time.perf_counter() - started)
+    stats["resumed_units"] = len(units) - len(todo)
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     if cfg.report:
         write_curation_report(out, cfg, stats)
+    work.remove()  # only now: a crash above re-runs dedup and the writing from the units
     return stats
+
+
+def _process_units(cfg, work: WorkDir, todo: list[int]) -> None:
+    """Every unit in `todo` through the executor, each committed as its last batch returns.
+    Results come back in the order the batches were read, so a queue of (unit, last?) tags
+    pushed as each batch is read says where each result belongs."""
+    tags: deque = deque()
+    stage = None
+    for result in make_executor(cfg.executor, cfg.workers).map(cfg, _unit_batches(cfg, work, todo, tags)):
+        u, log, last = tags.popleft()
+        stage = stage or work.stage(u)
+        stage.add(result)
+        if last:
+            stage.commit(log)
+            stage = None
+
+
+def _unit_batches(cfg, work: WorkDir, todo: list[int], tags: deque) -> Iterator[list]:
+    """Each unit's batches, the last one tagged; an empty unit sends one empty batch, so that
+    it is committed too. One batch of lookahead: a unit's reader is exhausted (its read log
+    complete) before its last batch leaves."""
+    for u in todo:
+        log = ReadLog()
+        batches = batched(read_inputs(work.units[u], log, cfg.on_error, cfg.text_field), cfg.batch_docs)
+        batch = next(batches, [])
+        while True:
+            following = next(batches, None)
+            tags.append((u, log, following is None))
+            yield batch
+            if following is None:
+                break
+            batch = following
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:
@@ -68,17 +108,20 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def _write_kept(staging: Path, index: DedupIndex, out: Path, cfg) -> tuple[Counter, list[str]]:
+def _write_kept(work: WorkDir, num_units: int, index: DedupIndex, out: Path, cfg) -> tuple[Counter, list[str]]:
     counts: Counter = Counter()
-    with ShardWriter(out, cfg.format, cfg.docs_per_shard) as writer, staging.open(encoding="utf-8") as f:
-        for doc_no, line in enumerate(f):
-            counts["in"] += 1
-            reason = index.drop_reason(doc_no)
-            if reason:
-                counts[f"dropped.{reason}"] += 1
-            else:
-                counts["kept"] += 1
-                writer.write(json.loads(line))
+    doc_no = 0
+    with ShardWriter(out, cfg.format, cfg.docs_per_shard) as writer:
+        for u in range(num_units):
+            for line in work.records(u):
+                counts["in"] += 1
+                reason = index.drop_reason(doc_no)
+                if reason:
+                    counts[f"dropped.{reason}"] += 1
+                else:
+                    counts["kept"] += 1
+                    writer.write(json.loads(line))
+                doc_no += 1
     return counts, writer.paths
 
 

@@ -152,6 +152,7 @@ class CurateConfig:
     executor: Literal["local", "ray"] = "local"  # local processes, or Ray (pip install lmforge[ray])
     workers: int = 0  # worker processes (0 = all cores)
     batch_docs: int = 32  # documents per task sent to a worker
+    unit_mb: float = 64.0  # inputs are committed in units of ~this many MB: a killed run restarted with the same --output skips finished units
     on_error: Literal["raise", "skip"] = "raise"  # malformed JSONL records: fail, or count and skip
     text_field: str = "text"  # text field of JSONL/Parquet inputs
     extract: ExtractConfig = field(default_factory=ExtractConfig)
