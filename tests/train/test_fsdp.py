@@ -1,5 +1,6 @@
-"""FSDP2 on 2 CPU processes (gloo): the same training as one process on the whole batch, and
-`lmforge pretrain --parallel fsdp` resumes exactly from its sharded checkpoint."""
+"""FSDP2 on 2 CPU processes (gloo): the same training as one process on the whole batch,
+`lmforge pretrain --parallel fsdp` resumes exactly from its sharded checkpoint, and every
+post-training stage trains under FSDP2 as under DDP."""
 
 import json
 import os
@@ -12,8 +13,12 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from lmforge.cli import main
+from lmforge.config import ConfigError, load_config
 from lmforge.model.transformer import Transformer
 from lmforge.runtime import Runtime
+from lmforge.stages.ppo import PPOConfig
+from lmforge.stages.rm import RMConfig
+from lmforge.stages.spin import SPINConfig
 from lmforge.train.loop import LoopConfig, train
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.lm import lm_objective
@@ -130,7 +135,7 @@ def length(completion: str, example: dict) -> float:
     return min(len(completion), 12) / 12
 
 
-def _stage_args(stage: str, inputs: dict, run: Path) -> list[str]:
+def _stage_args(stage: str, inputs: dict, run: Path, steps: int = 3) -> list[str]:
     return {
         "sft": ["sft", "--model", str(inputs["chat_model"]), "--data.train", str(inputs["chat_file"]),
                 "--data.batch_size", "4", "--data.seq_len", "64", "--optim.lr", "3e-3", "--eval.sample_tokens", "4"],
@@ -140,14 +145,31 @@ def _stage_args(stage: str, inputs: dict, run: Path) -> list[str]:
                  "--task.train_problems", "16", "--rewards", "tests.train.test_fsdp:length",
                  "--rollout.prompts_per_batch", "2", "--rollout.group_size", "4", "--rollout.max_new_tokens", "6",
                  "--loop.eval_every_steps", "100", "--optim.lr", "1e-3", "--kl_coef", "0"],
-    }[stage] + ["--run_dir", str(run), "--loop.max_steps", "3", "--device", "cpu", "--tensorboard", "false",
+        # a value head on the policy's own trunk: the critic shares the policy's shards
+        "ppo": ["ppo", "--model", str(inputs["tiny"]), "--data", str(inputs["pairs"]),
+                "--eval_data", str(inputs["held"]), "--eval_prompts", "4", "--value_model", "head",
+                "--rewards", "tests.train.test_fsdp:length", "--rollout.prompts_per_batch", "2",
+                "--rollout.group_size", "2", "--rollout.max_new_tokens", "6", "--minibatch_size", "2",
+                "--ppo_epochs", "1", "--optim.lr", "1e-3"],
+        "rm": ["rm", "--model", str(inputs["tiny"]), "--data", str(inputs["pairs"]),
+               "--eval_data", str(inputs["held"]), "--batch_size", "4", "--max_len", "64", "--ensemble", "2",
+               "--optim.lr", "3e-3", "--optim.schedule", "constant", "--optim.warmup_steps", "0"],
+        "spin": ["spin", "--model", str(inputs["chat_model"]), "--data", str(inputs["chat_file"]),
+                 "--max_prompts", "8", "--eval_prompts", "4", "--max_new_tokens", "8", "--max_len", "64",
+                 "--batch_size", "2", "--optim.lr", "1e-3", "--optim.warmup_steps", "0"],
+    }[stage] + ["--run_dir", str(run), "--loop.max_steps", str(steps), "--device", "cpu", "--tensorboard", "false",
                 "--loop.progress", "false"]
 
 
-@pytest.mark.parametrize("stage", ["sft", "sft+activation_checkpointing", "dpo", "grpo"])
+# Under FSDP2 these stop after step 1 and resume from that checkpoint (PPO mid-rollout).
+RESUMED = {"ppo", "rm"}
+
+
+@pytest.mark.parametrize("stage", ["sft", "sft+activation_checkpointing", "dpo", "grpo", "ppo", "rm", "spin"])
 def test_fsdp_trains_as_ddp_does(stage, chat_model_dir, chat_file, tiny_model_dir, tmp_path):  # noqa: F811
     """The same two ranks, the same data split: sharded or replicated, the same model
-    (with each layer recomputed in backward too: FSDP2 gathers its weights again for that)."""
+    (with each layer recomputed in backward too: FSDP2 gathers its weights again for that;
+    PPO's and the reward model's critic and heads too, through a resume)."""
     stage, _, extra = stage.partition("+")
     (tmp_path / "pairs.jsonl").write_text("".join(open(PAIRS).readlines()[:32]))
     (tmp_path / "held.jsonl").write_text("".join(open(TEST_PAIRS).readlines()[:8]))
@@ -156,15 +178,31 @@ def test_fsdp_trains_as_ddp_does(stage, chat_model_dir, chat_file, tiny_model_di
     runs = {}
     for port, parallel in ((29525, "ddp"), (29526, "fsdp")):
         runs[parallel] = tmp_path / parallel
-        argv = _stage_args(stage, inputs, runs[parallel]) + ["--parallel", parallel]
-        mp.spawn(_lmforge, args=(2, argv + ([f"--{extra}", "true"] if extra else []), port), nprocs=2, join=True)
-    ddp, fsdp = (load_file(str(runs[p] / "model" / "model.safetensors")) for p in ("ddp", "fsdp"))
-    start = load_file(str(Path(inputs["chat_model" if stage == "sft" else "tiny"]) / "model.safetensors"))
-    if stage == "grpo":  # rollouts sampled under FSDP2 (ranks decoding in lockstep) are DDP's
+        argv = lambda steps: (_stage_args(stage, inputs, runs[parallel], steps) + ["--parallel", parallel]  # noqa: E731
+                              + ([f"--{extra}", "true"] if extra else []))
+        if parallel == "fsdp" and stage in RESUMED:
+            mp.spawn(_lmforge, args=(2, argv(1), 29527), nprocs=2, join=True)
+        resume = ["--resume", "true"] if parallel == "fsdp" and stage in RESUMED else []
+        mp.spawn(_lmforge, args=(2, argv(3) + resume, port), nprocs=2, join=True)
+    files = ["model.safetensors"] + (["critic.safetensors"] if stage == "ppo" else [])
+    ddp, fsdp = ({k: v for f in files for k, v in load_file(str(runs[p] / "model" / f)).items()}
+                 for p in ("ddp", "fsdp"))
+    start = load_file(str(Path(inputs["chat_model" if stage in ("sft", "spin") else "tiny"]) / "model.safetensors"))
+    if stage in ("grpo", "ppo"):  # rollouts sampled under FSDP2 (ranks decoding in lockstep) are DDP's
         logged = [[(r["step"], r["train/reward_mean"]) for r in read_metrics(runs[p] / "metrics.jsonl")
                    if "train/reward_mean" in r] for p in ("ddp", "fsdp")]
         assert logged[0] == logged[1] and len(logged[0]) == 3
+    if stage == "spin":  # so are the answers each iteration generated with the model it started from
+        for t in (1, 2):
+            played = [(runs[p] / f"iter_{t}" / "pairs.jsonl").read_text() for p in ("ddp", "fsdp")]
+            assert played[0] == played[1] and played[0].count("\n") == 8
     assert ddp.keys() == fsdp.keys()
     for k in ddp:
         torch.testing.assert_close(fsdp[k], ddp[k], atol=2e-5, rtol=1e-4, msg=k)
-    assert any(not torch.equal(ddp[k], start[k]) for k in ddp)  # it trained
+    assert any(not torch.equal(ddp[k], start[k]) for k in ddp.keys() & start.keys())  # it trained
+
+
+@pytest.mark.parametrize("config", [PPOConfig, RMConfig, SPINConfig])
+def test_fsdp_with_lora_is_a_config_error(config):
+    with pytest.raises(ConfigError, match="peft"):
+        load_config(config, ["--parallel", "fsdp", "--peft", "lora"])

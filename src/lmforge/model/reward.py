@@ -70,8 +70,11 @@ def last_token_index(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     return (positions * (input_ids != pad_id)).argmax(-1)
 
 
-def save_reward_model(rm: RewardModel, out_dir: str | os.PathLike, tok=None) -> None:
-    """A transformers `*ForSequenceClassification` directory (+ the tokenizer when given)."""
+def save_reward_model(rm: RewardModel, out_dir: str | os.PathLike, tok=None,
+                      state: dict[str, torch.Tensor] | None = None) -> None:
+    """A transformers `*ForSequenceClassification` directory (+ the tokenizer when given); the
+    weights are `state` when given (`rm.state_dict()`'s names: a sharded model's gathered
+    tensors), else the model's."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hf = model_config_to_hf(rm.config)
@@ -80,10 +83,10 @@ def save_reward_model(rm: RewardModel, out_dir: str | os.PathLike, tok=None) -> 
               label2id={f"LABEL_{i}": i for i in range(rm.heads)}, pad_token_id=rm.pad_id,
               problem_type="regression")
     (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-    state = {k: v.detach().contiguous().cpu() for k, v in rm.trunk.state_dict().items()
-             if k.startswith("model.")}
-    state["score.weight"] = rm.score.weight.detach().contiguous().cpu()
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    state = rm.state_dict() if state is None else state
+    tensors = {k.removeprefix("trunk."): v.detach().contiguous().cpu() for k, v in state.items()
+               if k.startswith("trunk.model.") or k == "score.weight"}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     if tok is not None:
         tok.save(out)
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch.distributed as dist
-
 from lmforge.model.hub import read_safetensors, save_model
 from lmforge.train.loop import Checkpointing, Periodic
-from lmforge.train.parallel import full_state_dict, is_sharded, load_full_state_dict
+from lmforge.train.parallel import full_state_dict, load_full_state_dict, writes_files
 
 @dataclass
 class RunOptions:
@@ -50,7 +48,7 @@ def export_model(model, tok, out_dir: Path) -> None:
     """A complete HF model directory: weights, config, generation config, tokenizer. A model
     sharded by FSDP2 is gathered first: every rank calls this, rank 0 writes."""
     state = full_state_dict(model)
-    if is_sharded(model) and dist.get_rank() != 0:
+    if not writes_files(model):
         return
     save_model(model, out_dir, bos_token_id=tok.bos_id, eos_token_ids=stop_ids(tok),
                pad_token_id=tok.pad_id, state=state)

@@ -46,7 +46,8 @@ from lmforge.train.loop import Checkpointing, LoopConfig, Periodic, train
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.ppo import ActorCritic, AdaptiveKL, PPOTargets, ppo_objective
 from lmforge.train.optim import OptimConfig, build_optimizer
-from lmforge.train.parallel import wrap_model
+from lmforge.train.parallel import (Parallel, check_parallel, full_tensors, load_full_state_dict, wrap_model,
+                                    writes_files)
 from lmforge.train.rollout import RolloutConfig, RolloutSource
 
 ValueModel = Literal["head", "reward", "policy"]
@@ -87,6 +88,10 @@ class PPOConfig(RunOptions):
                                                                    schedule="constant"))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=64, log_every_steps=1,
                                                                 eval_every_steps=1000))
+    parallel: Parallel = "ddp"  # with several processes (torchrun): ddp (whole replicas) | fsdp (FSDP2 shards)
+
+    def __post_init__(self):
+        check_parallel(self)
 
 
 def ppo(cfg: PPOConfig) -> dict:
@@ -120,9 +125,11 @@ def ppo(cfg: PPOConfig) -> dict:
                            critic=lambda x, y: ac.values(x), targets=targets,
                            seed=cfg.seed, rank=rt.rank, world_size=rt.world_size)
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
+    # Before the optimizer: FSDP2 shards policy and critic in place (the reference stays a whole copy).
+    train_model = wrap_model(ac, rt, cfg.compile, cfg.parallel)
     optimizer = build_optimizer(ac, cfg.optim, rt.device, policy.config.hidden_size)
     # One optimizer step per minibatch (micro-batch of the rollout); loop.max_steps counts them.
-    result = train(wrap_model(ac, rt, cfg.compile), ppo_objective(cfg.clip_eps, cfg.value_clip, cfg.vf_coef),
+    result = train(train_model, ppo_objective(cfg.clip_eps, cfg.value_clip, cfg.vf_coef),
                    source, optimizer, loop=cfg.loop, optim=cfg.optim, runtime=rt, log=log,
                    checkpoint=actor_critic_checkpointing(ac, tok, run_dir / "model", cfg.peft, cfg.model),
                    evaluators=([Periodic(cfg.loop.eval_every_steps, lambda step: _prefixed(evaluate()))]
@@ -221,19 +228,22 @@ def _critic(cfg: PPOConfig, policy, rm: RewardModel | None, tok, rt) -> RewardMo
 
 def actor_critic_checkpointing(ac: ActorCritic, tok, path: Path, peft: str, base_model: str = "") -> Checkpointing:
     """The policy as `policy_checkpointing` saves it (HF model or adapter), and beside it
-    critic.safetensors: the critic's trainable tensors that are not the policy's."""
+    critic.safetensors: the critic's trainable tensors that are not the policy's (gathered
+    when sharded: every rank saves and loads)."""
     policy = policy_checkpointing(ac.policy, tok, path, peft, base_model)
     shared = {id(p) for p in ac.policy.parameters()}
-    own = lambda: {n: p.detach().contiguous().cpu() for n, p in ac.critic.named_parameters()  # noqa: E731
-                   if p.requires_grad and id(p) not in shared}
+    own = lambda: full_tensors({n: p for n, p in ac.critic.named_parameters()  # noqa: E731
+                                if p.requires_grad and id(p) not in shared})
 
     def save(d: Path) -> None:
         policy.save_model(d)
-        save_file(own(), str(Path(d) / "critic.safetensors"))
+        tensors = own()
+        if writes_files(ac):
+            save_file(tensors, str(Path(d) / "critic.safetensors"))
 
     def load(d: Path) -> None:
         policy.load_model(d)
-        ac.critic.load_state_dict(load_file(str(Path(d) / "critic.safetensors")), strict=False)
+        load_full_state_dict(ac.critic, load_file(str(Path(d) / "critic.safetensors")), strict=False)
 
     return Checkpointing(path=Path(path), save_model=save, load_model=load)
 

@@ -40,7 +40,8 @@ from lmforge.train.loop import Checkpointing, LoopConfig, Periodic, TrainResult,
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.reward import bootstrap_masks, reward_objective
 from lmforge.train.optim import OptimConfig, build_optimizer
-from lmforge.train.parallel import wrap_model
+from lmforge.train.parallel import (Parallel, check_parallel, full_state_dict, is_sharded, load_full_state_dict,
+                                    wrap_model, writes_files)
 
 
 @dataclass
@@ -62,6 +63,10 @@ class RMConfig(RunOptions):
     quantize: Scheme = "none"  # QLoRA: int8 | int4 frozen trunk under LoRA (needs peft != none)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, warmup_steps=10, weight_decay=0.0))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=100, eval_every_steps=50))
+    parallel: Parallel = "ddp"  # with several processes (torchrun): ddp (whole replicas) | fsdp (FSDP2 shards)
+
+    def __post_init__(self):
+        check_parallel(self)
 
 
 def reward_model(cfg: RMConfig):
@@ -87,7 +92,7 @@ def reward_model(cfg: RMConfig):
              f"of the untrained head: {_pm(before, 'eval/')}")
     log = MetricsLog(run_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
     result = fit_reward_model(rm, train_pairs, cfg.batch_size, cfg.margin, cfg.seed, cfg.optim, cfg.loop, rt, log,
-                              compile=cfg.compile,
+                              compile=cfg.compile, parallel=cfg.parallel,
                               checkpoint=reward_checkpointing(rm, tok, run_dir / "model", cfg.peft),
                               evaluators=([Periodic(cfg.loop.eval_every_steps, evaluate)]
                                           if held_out and cfg.loop.eval_every_steps < cfg.loop.max_steps else []),
@@ -96,8 +101,9 @@ def reward_model(cfg: RMConfig):
     after = evaluate(result.step)
     rt.print(f"held-out accuracy of the reward model: {_pm(after, 'eval/')} (untrained head {_pm(before, 'eval/')}, "
              f"trunk's likelihood {_pm(baseline)})")
-    if rt.is_main:
+    if rt.is_main or is_sharded(rm):  # a sharded model is gathered by every rank
         export_reward_model(rm, tok, run_dir / "model")
+    if rt.is_main:
         _write_rm_report(run_dir, cfg, result, baseline, before, after,
                          {"train": len(train_pairs), "held_out": len(held_out)})
     return result
@@ -105,14 +111,15 @@ def reward_model(cfg: RMConfig):
 
 def fit_reward_model(rm: RewardModel, pairs: list[RenderedPair], batch_size: int, margin: float, seed: int,
                      optim: OptimConfig, loop: LoopConfig, rt: Runtime, log: MetricsLog, compile: bool = False,
-                     checkpoint: Checkpointing | None = None, evaluators: Sequence[Periodic] = (),
-                     resume: bool = False) -> TrainResult:
+                     parallel: Parallel = "ddp", checkpoint: Checkpointing | None = None,
+                     evaluators: Sequence[Periodic] = (), resume: bool = False) -> TrainResult:
     """Bradley–Terry training of `rm` on rendered pairs through the one loop, each head on its
     own bootstrap of the pairs (`lmforge rm`, and `lmforge label` refitting as labels arrive)."""
     batches = PreferenceBatches(pairs, batch_size, rm.pad_id, seed, rt.rank, rt.world_size, collate=collate_shared_prompt)
     objective = reward_objective(margin, bootstrap_masks(len(pairs), rm.heads, seed))
+    train_model = wrap_model(rm, rt, compile, parallel)  # before the optimizer: FSDP2 shards in place
     optimizer = build_optimizer(rm, optim, rt.device, rm.config.hidden_size)
-    return train(wrap_model(rm, rt, compile), objective, batches, optimizer, loop=loop, optim=optim, runtime=rt,
+    return train(train_model, objective, batches, optimizer, loop=loop, optim=optim, runtime=rt,
                  log=log, checkpoint=checkpoint, evaluators=evaluators, resume=resume)
 
 
@@ -125,11 +132,14 @@ def _pm(metrics: dict, prefix: str = "") -> str:
 
 
 def export_reward_model(rm: RewardModel, tok, out_dir: Path) -> None:
-    """The transformers directory; a LoRA trunk is merged into a copy first."""
+    """The transformers directory; a LoRA trunk is merged into a copy first. A model sharded
+    by FSDP2 is gathered first: every rank calls this, rank 0 writes."""
     if any(p.requires_grad for n, p in rm.named_parameters() if "lora_" in n):
         rm = copy.deepcopy(rm)
         rm.trunk = merge_and_unload(rm.trunk)
-    save_reward_model(rm, out_dir, tok)
+    state = full_state_dict(rm)
+    if writes_files(rm):
+        save_reward_model(rm, out_dir, tok, state)
 
 
 def reward_checkpointing(rm: RewardModel, tok, path: Path, peft: str) -> Checkpointing:
@@ -151,8 +161,7 @@ def reward_checkpointing(rm: RewardModel, tok, path: Path, peft: str) -> Checkpo
         state = {"score.weight": state.pop("score.weight"), **{"trunk." + k: v for k, v in state.items()}}
         if rm.config.tie_word_embeddings:
             state["trunk.lm_head.weight"] = state["trunk.model.embed_tokens.weight"]
-        with torch.no_grad():
-            rm.load_state_dict(state, strict=False)
+        load_full_state_dict(rm, state, strict=False)  # an untied LM head is not in a classifier
 
     return Checkpointing(path=Path(path), save_model=save, load_model=load)
 

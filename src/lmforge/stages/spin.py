@@ -48,7 +48,7 @@ from lmforge.train.loop import LoopConfig, train
 from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.objectives.dpo import dpo_objective
 from lmforge.train.optim import OptimConfig, build_optimizer
-from lmforge.train.parallel import wrap_model
+from lmforge.train.parallel import Parallel, check_parallel, is_sharded, wrap_model
 
 
 @dataclass
@@ -74,6 +74,10 @@ class SPINConfig(RunOptions):
     quantize: Scheme = "none"  # QLoRA: int8 | int4 frozen base (needs peft != none)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-6, warmup_steps=10, weight_decay=0.0))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=100, eval_every_steps=1000))  # per iteration
+    parallel: Parallel = "ddp"  # with several processes (torchrun): ddp (whole replicas) | fsdp (FSDP2 shards)
+
+    def __post_init__(self):
+        check_parallel(self)
 
 
 def spin(cfg: SPINConfig) -> list[dict]:
@@ -87,6 +91,9 @@ def spin(cfg: SPINConfig) -> list[dict]:
     record_run(run_dir, cfg, rt, data_files=[Path(p) for p in cfg.data if Path(p).is_file()])
     rt.print(f"spin: {len(train_examples)} train / {len(held_out)} held-out prompts, {cfg.iterations} "
              f"iterations of {cfg.loop.max_steps} steps, beta {cfg.beta}, peft: {cfg.peft}")
+    # Wrapped once for every iteration (FSDP2 shards in place, before any optimizer); a sharded
+    # model generates and scores in lockstep, every rank the same prompts.
+    train_model = wrap_model(model, rt, cfg.compile, cfg.parallel)
     rows = [{"iteration": 0, **_evaluate(model, tok, held_out, cfg, rt)}]
     for t in range(1, cfg.iterations + 1):
         it_dir = run_dir / f"iter_{t}"
@@ -101,7 +108,7 @@ def spin(cfg: SPINConfig) -> list[dict]:
         if not pairs:
             rt.print(f"iteration {t}: the model reproduces every human answer; nothing left to learn")
             break
-        steps = _train_iteration(model, tok, pairs, cfg, rt, it_dir, checkpoint)
+        steps = _train_iteration(model, train_model, tok, pairs, cfg, rt, it_dir, checkpoint)
         rows.append({"iteration": t, "pairs": len(pairs), "identical_dropped": identical, "steps": steps,
                      **_last_train_metrics(it_dir), **_evaluate(model, tok, held_out, cfg, rt)})
         rt.print(f"iteration {t}: {_describe(rows[-1])} (before: {_describe(rows[0])})")
@@ -110,11 +117,11 @@ def spin(cfg: SPINConfig) -> list[dict]:
             partial.write_text(json.dumps(rows[-1], indent=2) + "\n")
             os.replace(partial, it_dir / "done.json")
             shutil.rmtree(it_dir / "model" / "trainer_state", ignore_errors=True)  # done: never resumed
+    if cfg.peft != "lora" and (rt.is_main or is_sharded(model)):  # a sharded model is gathered by every rank
+        export_model(model, tok, run_dir / "model")
     if rt.is_main:
         if cfg.peft == "lora":
             export_merged(model, tok, run_dir / "model", cfg.model)
-        else:
-            export_model(model, tok, run_dir / "model")
         _write_spin_report(run_dir, cfg, rows, {"train": len(train_examples), "held_out": len(held_out)})
     return rows
 
@@ -168,13 +175,13 @@ def _reproduced(pair: PreferencePair) -> bool:
     return pair.rejected["content"] == pair.chosen["content"].strip()
 
 
-def _train_iteration(model, tok, pairs, cfg: SPINConfig, rt, it_dir: Path, checkpoint) -> int:
+def _train_iteration(model, train_model, tok, pairs, cfg: SPINConfig, rt, it_dir: Path, checkpoint) -> int:
     batches = PreferenceBatches(render_pairs(tok, pairs, cfg.max_len), cfg.batch_size, tok.pad_id or 0,
                                 cfg.seed, rt.rank, rt.world_size)
     batches.precompute_reference(model, rt.autocast)  # the previous iterate, scored once
     log = MetricsLog(it_dir, cfg.tensorboard, cfg.wandb_project or None, rt.is_main)
     optimizer = build_optimizer(model, cfg.optim, rt.device, model.config.hidden_size)
-    result = train(wrap_model(model, rt, cfg.compile), dpo_objective(cfg.beta), batches, optimizer,
+    result = train(train_model, dpo_objective(cfg.beta), batches, optimizer,
                    loop=cfg.loop, optim=cfg.optim, runtime=rt, log=log, checkpoint=checkpoint,
                    evaluators=task_evaluators(cfg.eval_tasks, model, tok, cfg.loop.eval_every_steps, chat=True),
                    resume=cfg.resume)

@@ -9,8 +9,8 @@ looks in both).
 Under FSDP2 (`sharded`: the sharded model) every rank calls `save_checkpoint`: the model is
 gathered and written whole by rank 0 (the checkpoint stays a loadable model dir), and each
 rank writes its own slice of the optimizer state through torch.distributed.checkpoint
-(`trainer_state/optimizer/`), so no rank ever holds the whole optimizer state. Such a
-checkpoint resumes with FSDP2 on the same number of ranks.
+(`trainer_state/optimizer/`), so no rank ever holds the whole optimizer state, and its own
+RNG and data position. Such a checkpoint resumes with FSDP2 on the same number of ranks.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ def save_checkpoint(path: Path, save_model: Callable[[Path], None], optimizer: A
                  checkpoint_id=state_dir / SHARDED_OPTIMIZER)
     else:
         torch.save(optimizer.state_dict(), state_dir / "optimizer.pt")
+    torch.save({"rng": rng_state(), "batches": batches_state}, state_dir / _rng_and_data(sharded))
+    _barrier(sharded)  # every rank's files are in place before rank 0 renames the directory
     if main:
-        torch.save({"rng": rng_state(), "batches": batches_state}, state_dir / "rng_and_data.pt")
         (state_dir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
         _fsync_tree(tmp)
         if path.exists():
@@ -90,9 +91,18 @@ def load_trainer_state(path: Path, optimizer: Any, sharded: nn.Module | None = N
         set_optimizer_state_dict(sharded, optimizers, optim_state)
     else:
         optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=False))
-    extra = torch.load(state_dir / "rng_and_data.pt", weights_only=False)
+    own = state_dir / _rng_and_data(sharded)
+    extra = torch.load(own if own.exists() else state_dir / _rng_and_data(None), weights_only=False)
     set_rng_state(extra["rng"])
     return json.loads((state_dir / "state.json").read_text()), extra["batches"]
+
+
+def _rng_and_data(sharded: nn.Module | None) -> str:
+    """The file of this rank's RNG and data position. Under FSDP2 each rank writes its own (a
+    rollout source's generator and unserved micro-batches differ by rank); under DDP only rank
+    0 saves, and every rank resumes from its file."""
+    rank = dist.get_rank() if sharded is not None else 0
+    return "rng_and_data.pt" if rank == 0 else f"rng_and_data.rank{rank}.pt"
 
 
 def _torch_optimizers(optimizer: Any) -> list:
