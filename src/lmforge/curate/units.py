@@ -52,19 +52,19 @@ def plan_units(inputs: list[Path], unit_mb: float) -> list[list[Path]]:
 class WorkDir:
     def __init__(self, root: Path, cfg, units: list[list[Path]]):
         self.root, self.units = root, units
-        manifest = {"config": _config_hash(cfg),
+        plan = {"config": _config_hash(cfg),
                     "units": [[[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in unit]
                               for unit in units]}
-        path = root / "manifest.json"
+        path = root / "plan.json"  # the config hash and the units: what this work belongs to
         if root.exists():
             previous = json.loads(path.read_text()) if path.exists() else None
-            if previous != manifest:
+            if previous != plan:
                 print(f"curate: {root} holds unfinished work of another config or other inputs; "
                       "starting over")
                 shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         if not path.exists():
-            _write_atomic(path, json.dumps(manifest) + "\n")
+            _write_atomic(path, json.dumps(plan) + "\n")
 
     def done(self, u: int) -> bool:
         return self._marker(u).exists()
