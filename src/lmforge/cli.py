@@ -67,6 +67,10 @@ STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
                                         "run_paraphrase_knowledge", (),
                                         "are facts read in several wordings extractable by questions, and in one "
                                         "not? (Allen-Zhu & Li 2023)"),
+    "experiment rl-reasoning": ("lmforge.experiments.rl_reasoning", "RLReasoningExperimentConfig",
+                                "run_rl_reasoning", (),
+                                "does GRPO with a verifiable reward raise held-out accuracy and lengthen the "
+                                "reasoning? (DeepSeek-R1)"),
     "report": ("lmforge.stages.report", "ReportConfig", "report_card", ("run_root",),
                "one report card for every stage under a run root (reports, eval and token-shift tables)"),
     "lineage": ("lmforge.stages.lineage", "LineageConfig", "lineage", ("run_dir",),

@@ -1,5 +1,5 @@
 """The runs small experiments are made of: documents -> shards, a short pretraining (from
-scratch or from a model), and greedy answers to text prompts."""
+scratch or from a model), a short SFT and GRPO, and greedy answers to text prompts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 from lmforge.config import from_dict
 from lmforge.infer.engine import generate
+from lmforge.stages.grpo import GRPOConfig, grpo
 from lmforge.stages.pretrain import PretrainConfig, pretrain
+from lmforge.stages.sft import SFTConfig, sft
 from lmforge.stages.tokenize import TokenizeConfig, tokenize
 from lmforge.synth.stage import write_jsonl
 
@@ -31,6 +33,27 @@ def train_small(run_dir: Path, shards: Path, seed: int, steps: int, depth: int, 
         "loop": {"max_steps": steps, "log_every_steps": 10, "progress": False},
         "eval": {"every_steps": steps, "max_batches": 4, "sample_prompts": [sample_prompt], "sample_tokens": 8}}))
     return run_dir / "model"
+
+
+def sft_small(run_dir: Path, model: Path, chat_file: Path, seed: int, steps: int, seq_len: int, batch_size: int,
+              sample_question: str, lr: float = 1e-3) -> Path:
+    """`lmforge sft` (full fine-tuning, packed rows, the demo's learning rate) for `steps`
+    steps on one chat JSONL file; returns the model directory."""
+    sft(from_dict(SFTConfig, {
+        "run_dir": str(run_dir), "model": str(model), "seed": seed, "tensorboard": False,
+        "data": {"train": [str(chat_file)], "seq_len": seq_len, "batch_size": batch_size, "pack": True},
+        "optim": {"lr": lr, "weight_decay": 0.0, "schedule": "cosine", "warmup_steps": min(20, steps // 5)},
+        "loop": {"max_steps": steps, "log_every_steps": 10, "progress": False},
+        "eval": {"every_steps": steps, "sample_questions": [sample_question], "sample_tokens": 48}}))
+    return run_dir / "model"
+
+
+def grpo_small(run_dir: Path, model: Path, seed: int, settings: dict) -> dict:
+    """`lmforge grpo` from `model` with `settings` (the stage's own config fields), without a
+    progress bar or TensorBoard; returns the stage's summary (held-out accuracy before/after)."""
+    loop = {"log_every_steps": 1, "progress": False, **settings.get("loop", {})}
+    return grpo(from_dict(GRPOConfig, {"run_dir": str(run_dir), "model": str(model), "seed": seed,
+                                       "tensorboard": False, **settings, "loop": loop}))
 
 
 def first_lines(model, tok, prompts: list[str], max_new_tokens: int) -> list[str]:

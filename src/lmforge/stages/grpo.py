@@ -22,7 +22,7 @@ from lmforge.model.peft import LoRAConfig
 from lmforge.model.quantize import Scheme
 from lmforge.report import plot_series, record_run, write_report
 from lmforge.rewards import load_rewards
-from lmforge.eval.accuracy import greedy_accuracy, trivial_baselines
+from lmforge.eval.accuracy import greedy_accuracy, mean, trivial_baselines
 from lmforge.rewards.tasks import make_problems
 from lmforge.runtime import Runtime
 from lmforge.stages.common import RunOptions, stop_ids, task_evaluators
@@ -89,11 +89,11 @@ def grpo(cfg: GRPOConfig):
 
     test_prompts = render(test_problems)
     rewards = load_rewards(cfg.rewards)
-    held_out_accuracy = lambda: greedy_accuracy(  # noqa: E731
+    held_out_accuracy = lambda: _with_length(greedy_accuracy(  # noqa: E731
         model, test_prompts, test_problems, decode, rewards[0], t.eval_max_new_tokens,
-        stop_ids=stops, pad_id=pad_id, compile=cfg.rollout.compile)
+        stop_ids=stops, pad_id=pad_id, compile=cfg.rollout.compile), tok)
     evaluate = lambda step: {f"eval/{k}": v for k, v in held_out_accuracy().items()  # noqa: E731
-                             if k in ("accuracy", "stderr", "n")}
+                             if k in ("accuracy", "stderr", "n", "completion_tokens")}
     before = held_out_accuracy()
     rt.print(f"held-out ({t.eval_split}) accuracy before GRPO: {_pm(before)} ({before['n']} problems); "
              f"blind baselines: " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items()))
@@ -129,6 +129,12 @@ def grpo(cfg: GRPOConfig):
     return summary
 
 
+def _with_length(accuracy: dict, tok) -> dict:
+    """Adds the mean length of the greedy held-out answers in tokens: DeepSeek-R1's
+    response-length curve, on problems never trained on."""
+    return {**accuracy, "completion_tokens": mean([len(tok.encode(c)) for c in accuracy["completions"]])}
+
+
 def _pm(accuracy: dict) -> str:
     return f"{accuracy['accuracy']:.3f} ± {accuracy['stderr']:.3f}"
 
@@ -162,6 +168,8 @@ def _write_grpo_report(run_dir: Path, cfg: GRPOConfig, result, before: dict, aft
                "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
                "stderr_before": before["stderr"], "stderr_after": after["stderr"],
                "eval_problems": after["n"], "baselines": baselines,
+               "completion_tokens_before": before["completion_tokens"],
+               "completion_tokens_after": after["completion_tokens"],
                "final_reward_mean": last.get("train/reward_mean"),
                "final_kl": last.get("train/kl"), **timing,
                "samples_after": after["samples"][:3]}
