@@ -71,6 +71,9 @@ STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
                                 "run_rl_reasoning", (),
                                 "does GRPO with a verifiable reward raise held-out accuracy and lengthen the "
                                 "reasoning? (DeepSeek-R1)"),
+    "experiment token-shift": ("lmforge.experiments.token_shift", "TokenShiftExperimentConfig", "run_token_shift",
+                               (), "do SFT, DPO and GRPO keep more of their base's token choices than a second base "
+                                   "model does? (URIAL, Lin et al. 2023)"),
     "report": ("lmforge.stages.report", "ReportConfig", "report_card", ("run_root",),
                "one report card for every stage under a run root (reports, eval and token-shift tables)"),
     "lineage": ("lmforge.stages.lineage", "LineageConfig", "lineage", ("run_dir",),
