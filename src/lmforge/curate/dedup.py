@@ -129,6 +129,21 @@ class MinHasher:
         return perm.min(axis=1).astype(np.uint32)
 
 
+DUPLICATE, OLD_IN_NEW = 1, 2  # a confirmed collision: the new document is dropped / the old one is
+
+
+def collision_verdict(sig_old, n_old, sig_new, n_new, min_jaccard: float, min_containment: float):
+    """Is a band collision a duplicate? 0 (no), DUPLICATE, or OLD_IN_NEW (the earlier document
+    is mostly inside the later one, which is kept). Works on one pair or, vectorised, on rows
+    of signatures and arrays of shingle counts."""
+    jaccard = np.mean(np.asarray(sig_old) == np.asarray(sig_new), axis=-1)
+    if not (min_containment > 0 and np.all(n_old) and np.all(n_new)):
+        return np.where(jaccard >= min_jaccard, DUPLICATE, 0)
+    shared = jaccard * (n_old + n_new) / (1 + jaccard)  # |A & B| from J, |A|, |B|
+    return np.where(shared >= min_containment * np.asarray(n_new), DUPLICATE,  # new mostly in old
+                    np.where(shared >= min_containment * np.asarray(n_old), OLD_IN_NEW, 0))
+
+
 class DedupIndex:
     """Exact-hash table plus LSH band buckets; union-find turns confirmed collisions into clusters.
 
@@ -155,12 +170,11 @@ class DedupIndex:
     def add(self, doc_no: int, key: bytes | None, signature: np.ndarray | None,
             num_shingles: int | None = None) -> None:
         """Register a document (doc_no increasing in input order)."""
-        self._parent[doc_no] = doc_no
+        self.register(doc_no)
         if self.exact and key is not None:
             first = self._exact.setdefault(key, doc_no)
             if first != doc_no:
-                self._union(first, doc_no)
-                self._exact_copies.add(doc_no)
+                self.union_exact(first, doc_no)
                 return  # identical text: its bands would only repeat the first copy's
         if not self.near or signature is None:
             return
@@ -187,20 +201,27 @@ class DedupIndex:
 
     def _confirm(self, other: int, doc_no: int) -> None:
         if other not in self._signatures or doc_no not in self._signatures:
-            self._union(other, doc_no)  # plain LSH: every collision is a duplicate
+            self.union_near(other, doc_no, DUPLICATE)  # plain LSH: every collision is a duplicate
             return
-        jaccard = float(np.mean(self._signatures[other] == self._signatures[doc_no]))
-        n_old, n_new = self._num_shingles.get(other), self._num_shingles.get(doc_no)
-        if not (n_old and n_new and self.min_containment > 0):
-            if jaccard >= self.min_jaccard:
-                self._union(other, doc_no)
-            return
-        shared = jaccard * (n_old + n_new) / (1 + jaccard)  # |A & B| from J, |A|, |B|
-        if shared >= self.min_containment * n_new:  # the new document is mostly in the old
-            self._union(other, doc_no)
-        elif shared >= self.min_containment * n_old:  # the old one is mostly in the new: keep new
+        verdict = int(collision_verdict(self._signatures[other], self._num_shingles.get(other),
+                                    self._signatures[doc_no], self._num_shingles.get(doc_no),
+                                    self.min_jaccard, self.min_containment))
+        if verdict:
+            self.union_near(other, doc_no, verdict)
+
+    # The union steps, public so that the distributed stage (distributed_dedup.py) can replay
+    # the pairs its workers confirmed through this same union-find.
+    def register(self, doc_no: int) -> None:
+        self._parent[doc_no] = doc_no
+
+    def union_exact(self, first: int, doc_no: int) -> None:
+        self._union(first, doc_no)
+        self._exact_copies.add(doc_no)
+
+    def union_near(self, other: int, doc_no: int, verdict: int) -> None:
+        if verdict == OLD_IN_NEW:
             self._contained.add(other)
-            self._union(other, doc_no)
+        self._union(other, doc_no)
 
     def _find(self, x: int) -> int:
         while self._parent[x] != x:

@@ -2,8 +2,9 @@
 
     stats = run_pipeline(cfg)     # cfg: lmforge.stages.curate.CurateConfig
 
-Reading and dedup run here, in one process, so results are deterministic; the expensive
-per-document work runs in the executor. Inputs are grouped into work units (units.py), each
+Reading runs here, in one process, so results are deterministic; the expensive per-document
+work runs in the executor. Dedup runs here too (local executor), or as Ray tasks that never
+hold every signature in one process (distributed_dedup.py; the same kept documents). Inputs are grouped into work units (units.py), each
 committed to OUTPUT/_work with a completion marker, so a killed run started again with the
 same output and config skips the finished units. Documents are written to the output only
 once dedup has seen every unit: a document's cluster may be decided by one that comes
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from lmforge.curate.dedup import DedupIndex
+from lmforge.curate.distributed_dedup import distributed_dedup
 from lmforge.curate.executors import make_executor
 from lmforge.curate.readers import ReadLog, expand_inputs, read_inputs
 from lmforge.curate.report import write_curation_report
@@ -52,14 +54,10 @@ def run_pipeline(cfg) -> dict:
     if not any(n for kind, n in log.counts.items() if not kind.startswith("errors.")):
         work.remove()
         raise InputError("no documents in the inputs (empty files?)", ", ".join(map(str, inputs)))
-    d = cfg.dedup
-    index = DedupIndex(d.num_bands, exact=d.exact, near=d.near, min_jaccard=d.min_jaccard,
-                       min_containment=d.min_containment)
-    doc_no = 0
-    for u in range(len(units)):
-        for key, signature, num_shingles in work.signatures(u):
-            index.add(doc_no, key, signature, num_shingles)
-            doc_no += 1
+    if cfg.executor == "ray":  # signatures -> buckets -> clusters as tasks: no process holds them all
+        index = distributed_dedup(work, cfg.dedup, make_executor(cfg.executor, cfg.workers))
+    else:
+        index = _local_dedup(work, len(units), cfg.dedup)
     step_stats["dedup"], shards = _write_kept(work, len(units), index, out, cfg)
     stats = _summary(cfg, inputs, log, step_stats, index, shards, time.perf_counter() - started)
     stats["resumed_units"] = len(units) - len(todo)
@@ -68,6 +66,18 @@ def run_pipeline(cfg) -> dict:
         write_curation_report(out, cfg, stats)
     work.remove()  # only now: a crash above re-runs dedup and the writing from the units
     return stats
+
+
+def _local_dedup(work: WorkDir, num_units: int, d) -> DedupIndex:
+    """Every unit's signatures through one in-process index, in input order."""
+    index = DedupIndex(d.num_bands, exact=d.exact, near=d.near, min_jaccard=d.min_jaccard,
+                       min_containment=d.min_containment)
+    doc_no = 0
+    for u in range(num_units):
+        for key, signature, num_shingles in work.signatures(u):
+            index.add(doc_no, key, signature, num_shingles)
+            doc_no += 1
+    return index
 
 
 def _process_units(cfg, work: WorkDir, todo: list[int]) -> None:

@@ -76,6 +76,10 @@ class WorkDir:
         """A committed unit's read log and step counts."""
         return json.loads(self._marker(u).read_text())
 
+    def count(self, u: int) -> int:
+        """How many documents a committed unit kept."""
+        return int(np.load(self._path(u, ".npz"))["count"])
+
     def signatures(self, u: int):
         """A committed unit's (dedup key, MinHash signature, shingle count) per kept document."""
         arrays = np.load(self._path(u, ".npz"))

@@ -36,6 +36,14 @@ class LocalExecutor:
                 yield pending.popleft().get()
 
 
+    def run(self, fn, tasks: list[tuple]) -> list:
+        """fn(*args) for every args tuple, in worker processes; results in task order."""
+        if self.workers == 1 or len(tasks) <= 1:
+            return [fn(*args) for args in tasks]
+        with mp.get_context("fork").Pool(min(self.workers, len(tasks))) as pool:
+            return pool.starmap(fn, tasks)
+
+
 def _init(cfg) -> None:
     global _worker
     _worker = CurationWorker(cfg)

@@ -23,6 +23,18 @@ class RayExecutor:
         self.workers = workers
 
     def map(self, cfg, batches: Iterable[list]) -> Iterator[BatchResult]:
+        ray = self._ray()
+        task = ray.remote(_process)
+        cfg_ref = ray.put(cfg)
+        yield from self._bounded(ray, (task.remote(cfg_ref, batch) for batch in batches))
+
+    def run(self, fn, tasks: list[tuple]) -> list:
+        """fn(*args) for every args tuple, as Ray tasks; results in task order."""
+        ray = self._ray()
+        remote = ray.remote(fn)
+        return list(self._bounded(ray, (remote.remote(*args) for args in tasks)))
+
+    def _ray(self):
         try:
             import ray
         except ImportError as e:
@@ -31,12 +43,15 @@ class RayExecutor:
             ray.init(address=os.environ.get("RAY_ADDRESS"), num_cpus=self.workers or None,
                      include_dashboard=False,
                      log_to_driver=False, ignore_reinit_error=True)
-        task = ray.remote(_process)
-        cfg_ref = ray.put(cfg)
+        return ray
+
+    @staticmethod
+    def _bounded(ray, refs) -> Iterator:
+        """Results in submission order, with ~2 tasks per CPU in flight (not the whole input)."""
         in_flight = 2 * int(ray.available_resources().get("CPU", 1) or 1)
         pending: deque = deque()
-        for batch in batches:
-            pending.append(task.remote(cfg_ref, batch))
+        for ref in refs:
+            pending.append(ref)
             if len(pending) >= in_flight:
                 yield ray.get(pending.popleft())
         while pending:
