@@ -71,9 +71,16 @@ STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
                                 "run_rl_reasoning", (),
                                 "does GRPO with a verifiable reward raise held-out accuracy and lengthen the "
                                 "reasoning? (DeepSeek-R1)"),
+    "experiment suppression": ("lmforge.experiments.suppression", "SuppressionExperimentConfig", "run_suppression",
+                               (), "does DPO suppress a learnt word class rather than erase it: neurons, probe, "
+                                   "relearning vs a model that never learned it? (Lee et al. 2024)"),
     "experiment token-shift": ("lmforge.experiments.token_shift", "TokenShiftExperimentConfig", "run_token_shift",
                                (), "do SFT, DPO and GRPO keep more of their base's token choices than a second base "
                                    "model does? (URIAL, Lin et al. 2023)"),
+    "experiment unknown-knowledge": ("lmforge.experiments.unknown_knowledge", "UnknownKnowledgeExperimentConfig",
+                                     "run_unknown_knowledge", (),
+                                     "does fine-tuning on Unknown facts lower held-out accuracy, and does IDK data "
+                                     "cut wrong answers? (Gekhman et al. 2024)"),
     "report": ("lmforge.stages.report", "ReportConfig", "report_card", ("run_root",),
                "one report card for every stage under a run root (reports, eval and token-shift tables)"),
     "lineage": ("lmforge.stages.lineage", "LineageConfig", "lineage", ("run_dir",),

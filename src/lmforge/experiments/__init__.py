@@ -8,5 +8,7 @@ this scale) and `results.json`. A `--quick` run is a smoke test, not evidence.
     lmforge experiment frequency-imprint    # McCoy et al. 2023: ROT13 vs ROT8, frequency swapped
     lmforge experiment paraphrase-knowledge # Allen-Zhu & Li 2023: one wording vs several
     lmforge experiment rl-reasoning         # DeepSeek-R1: GRPO raises accuracy, lengthens reasoning
+    lmforge experiment suppression          # Lee et al. 2024: DPO suppresses a learnt word class, not erases
     lmforge experiment token-shift          # URIAL (Lin et al. 2023): alignment changes few tokens
+    lmforge experiment unknown-knowledge    # Gekhman et al. 2024: Unknown facts in SFT, and IDK data
 """

@@ -143,8 +143,9 @@ def biographies(people: list[dict], rewrites: int, rewritten: bool) -> list[dict
 
 
 def _biography(person: dict, rng: random.Random) -> str:
+    """One sentence per attribute the person has (a wording drawn for each), in random order."""
     sentences = [rng.choice(wordings).format(n=person["name"], v=person[a])
-                 for a, (_, wordings, _) in ATTRIBUTES.items()]
+                 for a, (_, wordings, _) in ATTRIBUTES.items() if a in person]
     rng.shuffle(sentences)
     return " ".join(sentences)
 

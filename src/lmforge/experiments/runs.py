@@ -36,15 +36,20 @@ def train_small(run_dir: Path, shards: Path, seed: int, steps: int, depth: int, 
 
 
 def sft_small(run_dir: Path, model: Path, chat_file: Path, seed: int, steps: int, seq_len: int, batch_size: int,
-              sample_question: str, lr: float = 1e-3) -> Path:
+              sample_question: str, lr: float = 1e-3, val_fraction: float = 0.05, eval_tasks: list[str] = (),
+              eval_every_steps: int = 0) -> Path:
     """`lmforge sft` (full fine-tuning, packed rows, the demo's learning rate) for `steps`
-    steps on one chat JSONL file; returns the model directory."""
+    steps on one chat JSONL file, scoring `eval_tasks` every `eval_every_steps` (into
+    metrics.jsonl); returns the model directory."""
     sft(from_dict(SFTConfig, {
         "run_dir": str(run_dir), "model": str(model), "seed": seed, "tensorboard": False,
-        "data": {"train": [str(chat_file)], "seq_len": seq_len, "batch_size": batch_size, "pack": True},
+        "eval_tasks": [str(t) for t in eval_tasks],
+        "data": {"train": [str(chat_file)], "seq_len": seq_len, "batch_size": batch_size, "pack": True,
+                 "val_fraction": val_fraction},
         "optim": {"lr": lr, "weight_decay": 0.0, "schedule": "cosine", "warmup_steps": min(20, steps // 5)},
         "loop": {"max_steps": steps, "log_every_steps": 10, "progress": False},
-        "eval": {"every_steps": steps, "sample_questions": [sample_question], "sample_tokens": 48}}))
+        "eval": {"every_steps": eval_every_steps or steps, "sample_questions": [sample_question],
+                 "sample_tokens": 48}}))
     return run_dir / "model"
 
 
