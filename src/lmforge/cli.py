@@ -63,6 +63,9 @@ STAGES: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
                                      "run_frequency_imprint", (),
                                      "is a cipher frequent in pretraining decoded better after the same fine-tuning? "
                                      "(McCoy et al. 2023)"),
+    "experiment long-sft": ("lmforge.experiments.long_sft", "LongSFTExperimentConfig", "run_long_sft", (),
+                            "do the k longest SFT examples beat k random ones, and the whole pool, at the same "
+                            "budget? (LIMA; Zhao et al. 2024)"),
     "experiment paraphrase-knowledge": ("lmforge.experiments.paraphrase", "ParaphraseExperimentConfig",
                                         "run_paraphrase_knowledge", (),
                                         "are facts read in several wordings extractable by questions, and in one "
