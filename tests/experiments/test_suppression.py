@@ -8,8 +8,8 @@ import math
 import pytest
 
 from lmforge.cli import main
-from lmforge.experiments.suppression import (CLASS_WORDS, NAMES, is_trigger, make_corpus, probe_accuracy,
-                                             fit_probe, said_line)
+from lmforge.eval.probes import fit_probe, probe_accuracy
+from lmforge.experiments.suppression import CLASS_WORDS, NAMES, is_trigger, make_corpus, said_line
 
 
 def test_corpus_and_control():

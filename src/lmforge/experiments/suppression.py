@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 from lmforge.config import from_dict, require
 from lmforge.eval.accuracy import mean
+from lmforge.eval.probes import fit_probe, input_rows, last_token_states, probe_accuracy, row_cosine, value_vectors
 from lmforge.experiments.runs import tokenize_docs, train_small
 from lmforge.experiments.verdict import fmt, mean_se, verdict
 from lmforge.model.hub import load_model
@@ -220,30 +221,6 @@ def _probe_prompts() -> list[dict]:
             for name in NAMES for mood in ANGRY + CALM for negated in (False, True)]
 
 
-@torch.no_grad()
-def last_token_states(model, tok, texts: list[str]) -> dict[str, torch.Tensor]:
-    """At each text's last token (after BOS): "probs" (B, V) of the next token, "hidden" (L, B, C)
-    each layer's output, "mlp" (L, B, I) each layer's MLP activations (down_proj's input), read
-    by hooks from outside the model."""
-    start = tok.bos_id if tok.bos_id is not None else tok.eos_id
-    ids = [[start, *tok.encode(t)] for t in texts]
-    T = max(map(len, ids))
-    batch = torch.tensor([row + [tok.pad_id or 0] * (T - len(row)) for row in ids])  # right-padded: causal
-    last = torch.tensor([len(row) - 1 for row in ids])
-    rows = torch.arange(len(ids))
-    hidden, mlp = [], []
-    hooks = []
-    for layer in model.model.layers:
-        hooks.append(layer.register_forward_hook(lambda m, i, o: hidden.append(o[rows, last])))
-        hooks.append(layer.mlp.down_proj.register_forward_pre_hook(lambda m, i: mlp.append(i[0][rows, last])))
-    try:
-        logits = model(batch)[rows, last]
-    finally:
-        for h in hooks:
-            h.remove()
-    return {"probs": logits.float().softmax(-1), "hidden": torch.stack(hidden), "mlp": torch.stack(mlp)}
-
-
 def class_emission(probs: torch.Tensor, tok) -> float:
     """Mean probability of the next token being a class word."""
     return float(probs[:, _ids(tok, CLASS_WORDS)].sum(-1).mean())
@@ -258,17 +235,6 @@ def class_direction(model, tok) -> torch.Tensor:
     (mean class unembedding − mean unembedding)."""
     head = model.lm_head.weight.detach()
     return model.model.norm.weight.detach() * (head[_ids(tok, CLASS_WORDS)].mean(0) - head.mean(0))
-
-
-def value_vectors(model) -> torch.Tensor:
-    """(L·I, C): each MLP neuron's output vector, layer after layer."""
-    return torch.cat([layer.mlp.down_proj.weight.detach().T for layer in model.model.layers])
-
-
-def input_rows(model) -> torch.Tensor:
-    """(L·I, 2C): each neuron's gate and up rows side by side."""
-    return torch.cat([torch.cat([layer.mlp.gate_proj.weight.detach(), layer.mlp.up_proj.weight.detach()], 1)
-                      for layer in model.model.layers])
 
 
 def class_writes(model, tok, acts: torch.Tensor) -> torch.Tensor:
@@ -307,19 +273,13 @@ def _measure(models: dict, tok, prompts: list[dict], held_names, cfg) -> dict:
         out["class_push"][name] = float(class_writes(m, tok, acts[name][test])[:, idx].sum(1).mean())
     idx = chosen["original"]
     out["weights_cosine"] = {
-        "value_top": _row_cosine(value_vectors(models["original"]), value_vectors(models["dpo"]), idx),
-        "input_top": _row_cosine(input_rows(models["original"]), input_rows(models["dpo"]), idx),
-        "value_all": _row_cosine(value_vectors(models["original"]), value_vectors(models["dpo"])),
-        "input_all": _row_cosine(input_rows(models["original"]), input_rows(models["dpo"]))}
+        "value_top": row_cosine(value_vectors(models["original"]), value_vectors(models["dpo"]), idx),
+        "input_top": row_cosine(input_rows(models["original"]), input_rows(models["dpo"]), idx),
+        "value_all": row_cosine(value_vectors(models["original"]), value_vectors(models["dpo"])),
+        "input_all": row_cosine(input_rows(models["original"]), input_rows(models["dpo"]))}
     out["probe"] = _probes(states, prompts, held)
     out["neurons"] = {name: [int(i) for i in chosen[name]] for name in ("original", "control")}
     return out
-
-
-def _row_cosine(a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor | None = None) -> float:
-    if idx is not None:
-        a, b = a[idx], b[idx]
-    return float(F.cosine_similarity(a, b, dim=-1).mean())
 
 
 def _probes(states: dict, prompts: list[dict], held: torch.Tensor) -> dict:
@@ -341,33 +301,6 @@ def _probes(states: dict, prompts: list[dict], held: torch.Tensor) -> dict:
         _, _, w, b = probes["original"]
         out["transfer_recentred"].append(probe_accuracy((x[~held].mean(0), x[~held].std(0) + 1e-6, w, b), x[held], y[held]))
     return out
-
-
-def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3, steps: int = 200):
-    """Logistic regression on standardised features (full-batch L-BFGS, deterministic):
-    returns (mean, std, weights, bias)."""
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    z = (x - mu) / sd
-    w = torch.zeros(x.shape[1], requires_grad=True)
-    b = torch.zeros((), requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(z @ w + b, y) + l2 * w.square().sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return mu, sd, w.detach(), b.detach()
-
-
-def probe_accuracy(probe, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Balanced accuracy: the mean of the accuracies on positives and on negatives."""
-    mu, sd, w, b = probe
-    right = (((x - mu) / sd @ w + b > 0).float() == y).float()
-    return float((right[y == 1].mean() + right[y == 0].mean()) / 2)
 
 
 def _relearn(run_dir: Path, start: Path, shards: Path, tok, triggers: list[dict], target: float, seed: int,
