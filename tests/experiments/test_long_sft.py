@@ -40,13 +40,17 @@ def test_pool_is_fixed_and_mixed():
 def test_reference_judge_rewards_correctness_not_length():
     problem = arithmetic_problem_for(5, "+", 3)
     judge = ReferenceJudge([problem])
-    prompts = ["What is 5 + 3?"] * 4
-    a = ["5 + 3 = 8.", "5 + 3 = 9.", "5 + 3: 5 is 0, 6 is 1, 7 is 2, 8 is 3, so 8.", "5 + 3: 5 is 0, 6 is 2, so 8."]
-    b = ["5 + 3: 5 is 0, 6 is 1, 7 is 2, 8 is 3, so 8.", "5 + 3 = 8.", "Sure! 5 + 3 = 8. Hope that helps!",
-         "5 + 3 = 8."]
-    summary, rows = pairwise_compare(prompts, a, b, judge)
-    assert [r["outcome"] for r in rows] == ["tie", "loss", "tie", "loss"]  # a false step ("6 is 2") loses
+    worked = "5 + 3: 5 is 0, 6 is 1, 7 is 2, 8 is 3, so 8."
+    overcounted = "5 + 3: 5 is 0, 6 is 1, 7 is 2, 8 is 3, 9 is 4, so 9."
+    other_numbers = "4 + 4: 4 is 0, 5 is 1, 6 is 2, 7 is 3, 8 is 4, so 8."
+    a = ["5 + 3 = 8.", "5 + 3 = 9.", worked, "5 + 3: 5 is 0, 6 is 2, so 8.", overcounted, other_numbers]
+    b = [worked, "5 + 3 = 8.", "Sure! 5 + 3 = 8. Hope that helps!", "5 + 3 = 8.", "5 + 3 = 9.", "5 + 3 = 8."]
+    summary, rows = pairwise_compare(["What is 5 + 3?"] * 6, a, b, judge)
+    # right beats wrong; of two right answers a false step ("6 is 2", counting 4 + 4) loses;
+    # two wrong answers tie, however tidy the trace
+    assert [r["outcome"] for r in rows] == ["tie", "loss", "tie", "loss", "tie", "loss"]
     assert summary["win_rate"] == 0.25
+    assert [ReferenceJudge.false_steps(t, problem) for t in (worked, overcounted, other_numbers)] == [0, 1, 6]
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ the same size, and the whole pool, at the same training budget? (Zhou et al. 202
 Zhao et al. 2024, "Long Is More for Alignment": the k longest responses of a pool are a
 strong, cheap selection.)
 
-    lmforge experiment long-sft            # 4 seeds × 3 arms, ~10 minutes on 2 cores
+    lmforge experiment long-sft            # 4 seeds × 3 arms, ~13 minutes on 2 cores
     lmforge experiment long-sft --quick    # 1 seed, a smoke run
 
 Everything is made here. The pool is what a crowd of annotators might write for the
@@ -24,9 +24,9 @@ tokens): **longest-k** (`lmforge data select --method longest`), **random-k**
 held-out test-split questions (no stage trains on one), greedy: exact match of the final
 number (`eval.generative.answer_reward`), and pairwise judging (`eval.judge.pairwise_compare`,
 both orders) of longest-k against random-k and against all. The judge is a rule the
-experiment defines (it reads the reference answer: the correct final number wins, then the
-answer with fewer false steps; length earns nothing), and, when a judge model is present at
-`judge_model` (SmolLM2-135M-Instruct by default), that model too, on the first
+experiment defines (it reads the reference answer: the correct final number wins, then, of two
+right answers, the one without a false step; two wrong answers tie; length earns nothing),
+and, when a judge model is present at `judge_model` (SmolLM2-135M-Instruct by default), that model too, on the first
 `model_judge_prompts` questions. Verdicts are paired by seed: longest − random and
 longest − all exact match, and the judged win rate of longest-k minus 0.5.
 """
@@ -80,7 +80,7 @@ class LongSFTExperimentConfig:
     k: int = 120  # longest-k and random-k (about a quarter of the pool)
     seeds: int = 4
     steps: int = 800  # pretraining steps (one base, seed 0, for every seed)
-    sft_steps: int = 80  # every arm: the same steps × batch × packed rows
+    sft_steps: int = 200  # every arm: the same steps × batch × packed rows (80 left every arm at ~0.02)
     depth: int = 2  # model size (width 64·depth)
     seq_len: int = 128
     batch_size: int = 16
@@ -243,9 +243,12 @@ def _held_out(model_dir: Path, test: list[dict], max_new_tokens: int) -> dict:
 
 class ReferenceJudge:
     """A rule with the reference answers, behind the judge back-end call (`chat`): of the two
-    responses in the judge prompt, the one whose final number is right wins; if both or
-    neither are, the one with fewer false steps ("7 is 2" where counting from 5 reaches 7 at
-    step 2; "5 + 3 = 9") wins; else a tie. Longer earns nothing."""
+    responses in the judge prompt, the one whose final number is right wins; if both are
+    right, the one with no false step wins; anything else is a tie. A false step is a wrong
+    equation ("5 + 3 = 9"), a count that does not follow from the question ("7 is 1" counting
+    from 5, or "9 is 4" for "5 + 3": counting past 3), or a worked answer about other numbers
+    than the question's. Two wrong answers tie however they went wrong, so neither length nor
+    a tidy but wrong trace earns anything."""
 
     _PROMPT = re.compile(r"\[User request\]\n(.*)\n\n\[Response 1\]\n(.*)\n\n\[Response 2\]\n(.*)\n\nAnswer with",
                          re.S)
@@ -262,13 +265,20 @@ class ReferenceJudge:
         return replies
 
     @staticmethod
-    def score(text: str, problem: dict) -> tuple[float, int]:
-        a, op, _ = problem["solution"].split(" = ")[0].split(" ")
-        direction = 1 if op == "+" else -1
-        false_steps = sum(int(n) != int(a) + direction * int(k) for n, k in re.findall(r"(-?\d+) is (\d+)", text))
-        false_steps += sum(int(x) + (int(y) if o == "+" else -int(y)) != int(z)
-                           for x, o, y, z in re.findall(r"(-?\d+) ([+-]) (\d+) = (-?\d+)", text))
-        return EXACT_MATCH(text, problem), -false_steps
+    def false_steps(text: str, problem: dict) -> int:
+        a, op, b = problem["solution"].split(" = ")[0].split(" ")
+        a, b, direction = int(a), int(b), 1 if op == "+" else -1
+        false = sum(int(n) != a + direction * int(k) or int(k) > b for n, k in re.findall(r"(-?\d+) is (\d+)", text))
+        false += sum(int(x) + (int(y) if o == "+" else -int(y)) != int(z)
+                     for x, o, y, z in re.findall(r"(-?\d+) ([+-]) (\d+) = (-?\d+)", text))
+        worked = re.match(r"\s*(-?\d+) ([+-]) (\d+):", text)
+        return false + int(bool(worked) and worked.groups() != (str(a), op, str(b)))
+
+    @classmethod
+    def score(cls, text: str, problem: dict) -> int:
+        """0 wrong, 1 right with a false step, 2 right with none."""
+        right = EXACT_MATCH(text, problem)
+        return int(right) * (2 if right and cls.false_steps(text, problem) == 0 else 1)
 
 
 def _judge_model(cfg: LongSFTExperimentConfig):
