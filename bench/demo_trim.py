@@ -6,7 +6,8 @@ the demo reports, so it stays out of this choice), each stage's wall time, as JS
     python bench/demo_trim.py --budgets 200/200/40 120/120/40 --seeds 0 1
     python bench/demo_trim.py --budgets 200/100/40 --seeds 0 1 -- --optim.lr 2e-3   # pretrain overrides
 
-A budget is PRETRAIN/SFT/GRPO steps (DPO keeps its 24). The seed is every stage's seed
+A budget is PRETRAIN/SFT/GRPO steps (DPO keeps its 24). GRPO starts from `--grpo_from`: the
+SFT model (the demo's chain since 2026-12-08) or the DPO model. The seed is every stage's seed
 (initialisation, data order, rollouts). The token shards are `--shards` (the demo's own, from
 its first three stages: `make demo` or `scripts/demo.sh` up to `tokenize`). Stage times are
 only comparable on an idle machine; the GRPO gain is comparable anywhere.
@@ -39,14 +40,16 @@ def stage(name: str, config: str, run_dir: Path, seed: int, steps: int | None, *
 
 def chain(budget: str, seed: int, args) -> dict:
     pretrain, sft, grpo = (int(x) for x in budget.split("/"))
-    run = Path(args.run_root) / f"{budget.replace('/', '-')}_seed{seed}"
+    run = Path(args.run_root) / f"{budget.replace('/', '-')}_{args.grpo_from}_seed{seed}"
     seconds = {
         "pretrain": stage("pretrain", "configs/tiny.yaml", run / "pretrain", seed, pretrain, "--data.shards",
                           args.shards, *args.pretrain_args),
         "sft": stage("sft", "configs/sft_tiny.yaml", run / "sft", seed, sft, "--model", str(run / "pretrain/model")),
-        "dpo": stage("dpo", "configs/dpo_tiny.yaml", run / "dpo", seed, None, "--model", str(run / "sft/model")),
-        "grpo": stage("grpo", "configs/grpo_tiny.yaml", run / "grpo", seed, grpo, "--model", str(run / "dpo/model"),
-                      "--task.eval_split", "dev")}
+    }
+    if args.grpo_from == "dpo":
+        seconds["dpo"] = stage("dpo", "configs/dpo_tiny.yaml", run / "dpo", seed, None, "--model", str(run / "sft/model"))
+    seconds["grpo"] = stage("grpo", "configs/grpo_tiny.yaml", run / "grpo", seed, grpo, "--model",
+                            str(run / args.grpo_from / "model"), "--task.eval_split", "dev")
     s = json.loads((ROOT / run / "grpo" / "summary.json").read_text())
     val = [r["val/bpb"] for r in read_metrics(ROOT / run / "pretrain" / "metrics.jsonl") if "val/bpb" in r]
     result = {"budget": budget, "seed": seed, "val_bpb": round(val[-1], 4) if val else None,
@@ -60,6 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", nargs="+", default=["200/200/40", "120/120/40"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--grpo_from", default="sft", choices=["sft", "dpo"])
     ap.add_argument("--shards", default="runs/demo/shards")
     ap.add_argument("--run_root", default="runs/bench/demo_trim")
     ap.add_argument("pretrain_args", nargs="*", help="after --: overrides for the pretrain stage")
@@ -75,7 +79,7 @@ def main() -> None:
                            "grpo_gain_stderr": round(stderr(gains), 4) if len(gains) > 1 else None,
                            "val_bpb": round(mean([r["val_bpb"] for r in rows if r["val_bpb"] is not None]), 4),
                            "train_seconds": round(mean([sum(r["seconds"].values()) for r in rows]), 1)}
-    print(meta.dump({"bench": "demo_trim", "split": "dev", "pretrain_args": args.pretrain_args, "summary": summary,
+    print(meta.dump({"bench": "demo_trim", "split": "dev", "grpo_from": args.grpo_from, "pretrain_args": args.pretrain_args, "summary": summary,
                      "runs": runs}))
 
 

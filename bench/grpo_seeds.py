@@ -1,8 +1,8 @@
 """The demo's GRPO result over several seeds: held-out accuracy before/after, mean ± standard
 error across seeds, beside the blind baselines, as JSON.
 
-    python bench/grpo_seeds.py --model runs/demo/dpo/model --seeds 0 1 2 3 4            # report: test
-    python bench/grpo_seeds.py --model runs/demo/dpo/model --split dev -- --optim.lr 2e-4  # tuning
+    python bench/grpo_seeds.py --model runs/demo/sft/model --seeds 0 1 2 3 4            # report: test
+    python bench/grpo_seeds.py --model runs/demo/sft/model --split dev -- --optim.lr 2e-4  # tuning
 
 One seed's "0.11 -> 0.21" on 85 questions is within noise of nothing; this runs the
 `lmforge grpo` stage itself once per seed (the seed drives rollout sampling and which
@@ -32,7 +32,7 @@ def mean_stderr(xs: list[float]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="runs/demo/dpo/model")
+    ap.add_argument("--model", default="runs/demo/sft/model")
     ap.add_argument("--config", default="configs/grpo_tiny.yaml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--split", default="test", choices=["dev", "test"])
