@@ -47,7 +47,8 @@ def chain(budget: str, seed: int, args) -> dict:
         "sft": stage("sft", "configs/sft_tiny.yaml", run / "sft", seed, sft, "--model", str(run / "pretrain/model")),
     }
     if args.grpo_from == "dpo":
-        seconds["dpo"] = stage("dpo", "configs/dpo_tiny.yaml", run / "dpo", seed, None, "--model", str(run / "sft/model"))
+        seconds["dpo"] = stage("dpo", "configs/dpo_tiny.yaml", run / "dpo", seed, None, "--model",
+                               str(run / "sft/model"))
     seconds["grpo"] = stage("grpo", "configs/grpo_tiny.yaml", run / "grpo", seed, grpo, "--model",
                             str(run / args.grpo_from / "model"), "--task.eval_split", "dev")
     s = json.loads((ROOT / run / "grpo" / "summary.json").read_text())
@@ -79,8 +80,8 @@ def main() -> None:
                            "grpo_gain_stderr": round(stderr(gains), 4) if len(gains) > 1 else None,
                            "val_bpb": round(mean([r["val_bpb"] for r in rows if r["val_bpb"] is not None]), 4),
                            "train_seconds": round(mean([sum(r["seconds"].values()) for r in rows]), 1)}
-    print(meta.dump({"bench": "demo_trim", "split": "dev", "grpo_from": args.grpo_from, "pretrain_args": args.pretrain_args, "summary": summary,
-                     "runs": runs}))
+    print(meta.dump({"bench": "demo_trim", "split": "dev", "grpo_from": args.grpo_from,
+                     "pretrain_args": args.pretrain_args, "summary": summary, "runs": runs}))
 
 
 if __name__ == "__main__":

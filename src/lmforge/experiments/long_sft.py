@@ -7,8 +7,8 @@ strong, cheap selection.)
     lmforge experiment long-sft --quick    # 1 seed, a smoke run
 
 Everything is made here. The pool is what a crowd of annotators might write for the
-training-split questions "What is a ± b?" (a, b ≤ `max_operand`), each asked `answers_per_question`
-times, each answer in one of three styles: **terse** ("5 + 3 = 8."), **worked**, counting
+training-split questions "What is a ± b?" (a, b ≤ `max_operand`), each asked
+`answers_per_question` times, each answer in one of three styles: **terse** ("5 + 3 = 8."), **worked**, counting
 step by step ("5 + 3: 5 is 0, 6 is 1, 7 is 2, 8 is 3, so 8.", as in `rl-reasoning`), or
 **chatty**, the terse answer padded with pleasantries ("Sure, happy to help! 5 + 3 = 8. ...").
 A fixed share `error_rate` of every style is wrong (off by one; a worked one miscounts), so
@@ -26,8 +26,8 @@ number (`eval.generative.answer_reward`), and pairwise judging (`eval.judge.pair
 both orders) of longest-k against random-k and against all. The judge is a rule the
 experiment defines (it reads the reference answer: the correct final number wins, then, of two
 right answers, the one without a false step; two wrong answers tie; length earns nothing),
-and, when a judge model is present at `judge_model` (SmolLM2-135M-Instruct by default), that model too, on the first
-`model_judge_prompts` questions. Verdicts are paired by seed: longest − random and
+and, when a judge model is present at `judge_model` (SmolLM2-135M-Instruct by default),
+that model too, on the first `model_judge_prompts` questions. Verdicts are paired by seed: longest − random and
 longest − all exact match, and the judged win rate of longest-k minus 0.5.
 """
 
