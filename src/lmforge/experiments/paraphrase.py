@@ -3,7 +3,7 @@ questions when it was written in many ways? (Allen-Zhu & Li 2023, "Physics of La
 3.1": with one fixed biography per person, question answering fine-tuned on half of the people
 does not carry over to the other half; with several rewordings it does.)
 
-    lmforge experiment paraphrase-knowledge            # 3 seeds × 2 arms, ~8 minutes on 2 cores
+    lmforge experiment paraphrase-knowledge            # 3 seeds × 2 arms, ~21 minutes on 2 cores
     lmforge experiment paraphrase-knowledge --quick    # 1 seed, a smoke run
 
 The data is made here: `people` synthetic people (a made-up first and last name each), each
