@@ -40,16 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.config import require
-from lmforge.data.documents import ReadStats, read_documents
 from lmforge.eval.accuracy import greedy_accuracy, mean
 from lmforge.eval.generative import answer_reward
 from lmforge.eval.judge import pairwise_compare
 from lmforge.experiments.rl_reasoning import counting_trace, is_step_by_step
-from lmforge.experiments.runs import sft_small, tokenize_docs, train_small
+from lmforge.experiments.runs import arithmetic_docs, english_passages, sft_small, tokenize_docs, train_small
 from lmforge.experiments.verdict import fmt, mean_se, verdict
 from lmforge.model.hub import load_model
 from lmforge.report import plot_series, write_report
-from lmforge.rewards.tasks import arithmetic_key, arithmetic_problem_for, arithmetic_problems, in_split, make_problems
+from lmforge.rewards.tasks import arithmetic_problem_for, arithmetic_problems, make_problems
 from lmforge.stages.common import stop_ids
 from lmforge.stages.tokenizer import TokenizerTrainConfig, train_tokenizer
 from lmforge.synth.select import SelectConfig, select
@@ -145,7 +144,8 @@ def run_long_sft(cfg: LongSFTExperimentConfig) -> dict:
     pool = make_pool(cfg)
     write_jsonl(data / "pool.jsonl", [{"messages": c["messages"]} for c in pool])
     labels = {c["messages"][-1]["content"]: (c["style"], c["correct"]) for c in pool}
-    pretraining = _english(cfg) + _arithmetic_docs(cfg.arithmetic_lines, cfg.max_operand)
+    pretraining = english_passages(cfg.corpus, cfg.english_chars) + arithmetic_docs(
+        cfg.arithmetic_lines, cfg.max_operand, _terse_or_worked, "arith")
     write_jsonl(data / "tokenizer_text.jsonl",
                 pretraining + [{"id": f"pool{i}", "text": c["messages"][-1]["content"]} for i, c in enumerate(pool)])
     train_tokenizer(TokenizerTrainConfig(input=[str(data / "tokenizer_text.jsonl")], output=str(data / "tokenizer"),
@@ -179,29 +179,9 @@ def run_long_sft(cfg: LongSFTExperimentConfig) -> dict:
     return results
 
 
-def _english(cfg: LongSFTExperimentConfig) -> list[dict]:
-    passages, total = [], 0
-    for path in cfg.corpus:
-        for doc in read_documents(path, "text", "raise", ReadStats()):
-            for start in range(0, len(doc["text"]), 2000):
-                if total < cfg.english_chars:
-                    passages.append({"id": f"en{len(passages)}", "text": doc["text"][start:start + 2000]})
-                    total += len(passages[-1]["text"])
-    return passages
-
-
-def _arithmetic_docs(n: int, max_operand: int) -> list[dict]:
-    """n lines, terse ("5 + 3 = 8.") and worked (counted) alternately, 20 to a document, from
-    starts beyond the task's range too; an in-range line is drawn from the training split only."""
-    rng = random.Random(0)
-    lines = []
-    while len(lines) < n:
-        a, op, b = rng.randint(-max_operand, 2 * max_operand), rng.choice("+-"), rng.randint(0, max_operand + 2)
-        if 0 <= a <= max_operand and b <= max_operand and not in_split(arithmetic_key(a, op, b), "train"):
-            continue
-        worked = len(lines) % 2 == 1
-        lines.append(counting_trace(a, op, b) if worked else arithmetic_problem_for(a, op, b)["solution"])
-    return [{"id": f"arith{i}", "text": "\n".join(lines[i:i + 20])} for i in range(0, len(lines), 20)]
+def _terse_or_worked(a: int, op: str, b: int, i: int) -> str:
+    """Pretraining lines alternate: "5 + 3 = 8." and the worked count."""
+    return counting_trace(a, op, b) if i % 2 == 1 else arithmetic_problem_for(a, op, b)["solution"]
 
 
 def _arm_data(data: Path, arm: str, pool: Path, k: int, seed: int) -> Path:

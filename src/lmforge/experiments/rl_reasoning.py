@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.config import require
-from lmforge.data.documents import ReadStats, read_documents
 from lmforge.eval.accuracy import greedy_accuracy, mean
-from lmforge.experiments.runs import grpo_small, sft_small, tokenize_docs, train_small
+from lmforge.experiments.runs import (arithmetic_docs, english_passages, grpo_small, sft_small, tokenize_docs,
+                                      train_small)
 from lmforge.experiments.verdict import fmt, mean_se, verdict
 from lmforge.model.hub import load_model
 from lmforge.report import plot_series, write_report
-from lmforge.rewards.tasks import arithmetic_key, arithmetic_problems, in_split, make_problems
+from lmforge.rewards.tasks import arithmetic_problems, make_problems
 from lmforge.stages.common import stop_ids
 from lmforge.stages.tokenizer import TokenizerTrainConfig, train_tokenizer
 from lmforge.synth.stage import write_jsonl
@@ -113,7 +113,9 @@ def run_rl_reasoning(cfg: RLReasoningExperimentConfig) -> dict:
     sft_chats = [{"messages": [*p["messages"], {"role": "assistant", "content": answer(p, m)}]}
                  for p, m in zip(sft_problems, modes)]
     write_jsonl(data / "sft.jsonl", sft_chats)
-    pretraining = _english(cfg) + _counting_docs(cfg.counting_lines, cfg.max_operand)
+    # worked counts are the only arithmetic pretraining sees
+    pretraining = english_passages(cfg.corpus, cfg.english_chars) + arithmetic_docs(
+        cfg.counting_lines, cfg.max_operand, lambda a, op, b, _: counting_trace(a, op, b), "count")
     write_jsonl(data / "tokenizer_text.jsonl",
                 pretraining + [{"id": f"sft{i}", "text": c["messages"][-1]["content"]} for i, c in enumerate(sft_chats)])
     train_tokenizer(TokenizerTrainConfig(input=[str(data / "tokenizer_text.jsonl")], output=str(data / "tokenizer"),
@@ -154,32 +156,6 @@ def _distinct(problems: list[dict], n: int) -> list[dict]:
             seen.add(p["messages"][-1]["content"])
             out.append(p)
     return out
-
-
-def _english(cfg: RLReasoningExperimentConfig) -> list[dict]:
-    passages, total = [], 0
-    for path in cfg.corpus:
-        for doc in read_documents(path, "text", "raise", ReadStats()):
-            for start in range(0, len(doc["text"]), 2000):
-                if total < cfg.english_chars:
-                    passages.append({"id": f"en{len(passages)}", "text": doc["text"][start:start + 2000]})
-                    total += len(passages[-1]["text"])
-    return passages
-
-
-def _counting_docs(n: int, max_operand: int) -> list[dict]:
-    """Worked counts "a ± b: a is 0, ...", 20 to a document: the only arithmetic pretraining
-    sees. Starts run past the task's range (and below 0, where subtraction goes); an in-range
-    one is a problem, so it is drawn only from the training split."""
-    rng = random.Random(0)
-    lines = []
-    while len(lines) < n:
-        a, op, b = rng.randint(-max_operand, 2 * max_operand), rng.choice("+-"), rng.randint(0, max_operand + 2)
-        if 0 <= a <= max_operand and b <= max_operand and not in_split(arithmetic_key(a, op, b), "train"):
-            continue
-        lines.append(counting_trace(a, op, b))
-    return [{"id": f"count{i}", "text": "\n".join(lines[i:i + 20])} for i in range(0, len(lines), 20)]
-
 
 
 def _grpo_settings(cfg: RLReasoningExperimentConfig, rewards: list[str], weights: list[float]) -> dict:

@@ -1,17 +1,48 @@
-"""The runs small experiments are made of: documents -> shards, a short pretraining (from
+"""The runs small experiments are made of: bundled English and practice arithmetic as
+documents, documents -> shards, a short pretraining (from
 scratch or from a model), a short SFT and GRPO, and greedy answers to text prompts."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from pathlib import Path
 
 from lmforge.config import from_dict
+from lmforge.data.documents import ReadStats, read_documents
 from lmforge.infer.engine import generate
+from lmforge.rewards.tasks import arithmetic_key, in_split
 from lmforge.stages.grpo import GRPOConfig, grpo
 from lmforge.stages.pretrain import PretrainConfig, pretrain
 from lmforge.stages.sft import SFTConfig, sft
 from lmforge.stages.tokenize import TokenizeConfig, tokenize
 from lmforge.synth.stage import write_jsonl
+
+
+def english_passages(paths: list[str], chars: int) -> list[dict]:
+    """The first `chars` characters of the bundled English documents, in 2,000-character passages."""
+    passages, total = [], 0
+    for path in paths:
+        for doc in read_documents(path, "text", "raise", ReadStats()):
+            for start in range(0, len(doc["text"]), 2000):
+                if total < chars:
+                    passages.append({"id": f"en{len(passages)}", "text": doc["text"][start:start + 2000]})
+                    total += len(passages[-1]["text"])
+    return passages
+
+
+def arithmetic_docs(n: int, max_operand: int, write: Callable[[int, str, int, int], str], prefix: str) -> list[dict]:
+    """n lines `write(a, op, b, i)` about "a ± b", 20 to a document. Starts run past the task's
+    range (and below 0, where subtraction goes); an in-range one is a problem, so it is drawn
+    only from the training split."""
+    rng = random.Random(0)
+    lines = []
+    while len(lines) < n:
+        a, op, b = rng.randint(-max_operand, 2 * max_operand), rng.choice("+-"), rng.randint(0, max_operand + 2)
+        if 0 <= a <= max_operand and b <= max_operand and not in_split(arithmetic_key(a, op, b), "train"):
+            continue
+        lines.append(write(a, op, b, len(lines)))
+    return [{"id": f"{prefix}{i}", "text": "\n".join(lines[i:i + 20])} for i in range(0, len(lines), 20)]
 
 
 def tokenize_docs(data: Path, name: str, docs: list[dict]) -> Path:
